@@ -1,0 +1,198 @@
+"""Architecture -> functional Keras model, for Keras 3 and (for pruning) tf_keras."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any, Sequence
+
+from keras_effnet import spec as spec_lib
+from keras_effnet.blocks import _Ops, dense_initializer, fused_mbconv, mbconv
+from keras_effnet.variants import Variant, custom_variant, get_variant
+
+__all__ = ["build", "resolve_variant", "preprocessing_constants"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Functional graphs of 1000+ layers (V2-XL) recurse deeper than Python's default 1000.
+_RECURSION_LIMIT = 20_000
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int):
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def preprocessing_constants(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (scale, offset) with ``y = x * scale + offset`` for pixels in [0, 255].
+
+    imagenet: ``(x / 255 - mean) / std``; symmetric: ``(x - 128) / 128``;
+    lite: ``(x - 127) / 128``; none: identity.
+    """
+    if kind == "imagenet":
+        scale = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
+        offset = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+    elif kind == "symmetric":
+        scale, offset = (1.0 / 128.0,) * 3, (-1.0,) * 3
+    elif kind == "lite":
+        scale, offset = (1.0 / 128.0,) * 3, (-127.0 / 128.0,) * 3
+    elif kind == "none":
+        scale, offset = (1.0,) * 3, (0.0,) * 3
+    else:
+        raise ValueError(f"Unknown preprocessing {kind!r}")
+    return scale, offset
+
+
+def resolve_variant(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec] | None = None,
+                    *, arch: str | Sequence[str | spec_lib.BlockSpec] | None = None,
+                    base: str | Variant | None = None, **fields: Any) -> Variant:
+    """The :class:`Variant` that :func:`build` would build; ``fields`` override the row."""
+    if arch is not None and name_or_arch is not None:
+        raise ValueError("Pass either a model name (or Variant) or arch=[block strings], "
+                         f"not both. Received: name_or_arch={name_or_arch!r}, arch={arch!r}")
+    if arch is None and name_or_arch is None:
+        raise ValueError("build() needs a model name such as 'efficientnetv2-s' "
+                         "(see keras_effnet.list_models()) or arch=[block strings].")
+    if arch is None and isinstance(name_or_arch, str) and "_" in name_or_arch \
+            and any(t[:1] == "r" and t[1:2].isdigit() for t in name_or_arch.split("_")):
+        arch, name_or_arch = name_or_arch, None
+    if arch is None and not isinstance(name_or_arch, (str, Variant)):
+        arch, name_or_arch = name_or_arch, None
+    if arch is not None:
+        variant = custom_variant(arch, base=base)
+    else:
+        variant = get_variant(name_or_arch)
+    changes = {k: v for k, v in fields.items() if v is not None}
+    return variant.replace(**changes) if changes else variant
+
+
+def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
+          arch: str | Sequence[str | spec_lib.BlockSpec] | None = None,
+          include_top: bool = True,
+          weights: str | None = None,
+          input_shape: tuple[int | None, int | None, int] | None = None,
+          pooling: str | None = None,
+          classes: int = 1000,
+          classifier_activation: str | None = "softmax",
+          include_preprocessing: bool = True,
+          dropout: float | None = None,
+          drop_path_rate: float | None = None,
+          width: float | None = None,
+          depth: float | None = None,
+          name: str | None = None,
+          base: str | Variant | None = None,
+          keras_module: Any = None):
+    """Builds an EfficientNet (V1, lite or V2) as a functional Keras model.
+
+    Args:
+        name_or_arch: a variant name (``keras_effnet.list_models()``), a
+            :class:`Variant`, or a custom architecture (block strings).
+        arch: a custom architecture, as an alternative to ``name_or_arch``.
+        include_top: end with pooling, dropout and the ``classes``-way classifier.
+        weights: None (random init) or the path of a ``.weights.h5`` file saved from a
+            keras_effnet model of the same architecture. ImageNet weights are ported from
+            keras.applications with :func:`keras_effnet.port.from_keras_applications`.
+        input_shape: ``(height, width, 3)``; default ``(None, None, 3)`` so one model
+            runs at every image size (progressive learning).
+        pooling: without top, ``None`` (feature map), ``"avg"`` or ``"max"``.
+        classes, classifier_activation: the classifier, as keras.applications.
+        include_preprocessing: inputs are pixels in [0, 255], normalised inside the
+            model with the variant's fixed constants.
+        dropout, drop_path_rate, width, depth: override the variant's values.
+        name: model name (default: the variant name).
+        base: for a custom ``arch``, the variant whose settings it inherits.
+        keras_module: ``keras`` (default) or ``tf_keras`` for a tf_keras twin.
+    """
+    keras_module = _keras_module(keras_module)
+    layers = keras_module.layers
+    variant = resolve_variant(name_or_arch, arch=arch, base=base, dropout=dropout,
+                              drop_path_rate=drop_path_rate, width=width, depth=depth)
+    _check_arguments(include_top, weights, pooling, classes, input_shape)
+    input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
+
+    ops = _Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
+    with _recursion_limit(_RECURSION_LIMIT):
+        inputs = layers.Input(shape=input_shape, name="image")
+        x = inputs
+        if include_preprocessing and variant.preprocessing != "none":
+            scale, offset = preprocessing_constants(variant.preprocessing)
+            x = layers.Rescaling(scale=list(scale), offset=list(offset),
+                                 name="preprocessing")(x)
+        x = ops.conv_bn_act(x, variant.stem(), 3, 2, "stem_")
+        for block, rate in zip(variant.scaled_blocks(), variant.drop_path_rates()):
+            make = fused_mbconv if block.fused else mbconv
+            x = make(ops, block, rate)(x)
+        x = ops.conv_bn_act(x, variant.head(), 1, 1, "top_")
+        if include_top:
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            if variant.dropout > 0:
+                x = layers.Dropout(variant.dropout, name="top_dropout")(x)
+            # float32 logits and probabilities under mixed precision.
+            x = layers.Dense(classes, activation=classifier_activation,
+                             kernel_initializer=dense_initializer(), dtype="float32",
+                             name="predictions")(x)
+        else:
+            if pooling == "avg":
+                x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+            elif pooling == "max":
+                x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+            if _compute_dtype(keras_module) != "float32":
+                x = layers.Activation("linear", dtype="float32", name="float32_output")(x)
+        model = keras_module.Model(inputs, x, name=name or variant.name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _keras_module(keras_module):
+    if keras_module is None:
+        import keras
+        return keras
+    if isinstance(keras_module, str):
+        if keras_module not in ("keras", "tf_keras"):
+            raise ValueError("keras_module must be keras or tf_keras. "
+                             f"Received: keras_module={keras_module!r}")
+        import importlib
+        try:
+            return importlib.import_module(keras_module)
+        except ImportError as e:
+            raise ImportError(f"{keras_module} is not installed: "
+                              "pip install 'keras_effnet[prune]'") from e
+    return keras_module
+
+
+def _compute_dtype(keras_module) -> str:
+    policy = keras_module.mixed_precision.global_policy()
+    return getattr(policy, "compute_dtype", "float32")
+
+
+def _check_arguments(include_top, weights, pooling, classes, input_shape) -> None:
+    if weights is not None:
+        if weights == "imagenet":
+            raise ValueError(
+                "weights='imagenet' would need a download, which keras_effnet never does. "
+                "Build the keras.applications model with ImageNet weights once, then "
+                "keras_effnet.port.from_keras_applications(that_model, model); or pass the "
+                "path of a .weights.h5 file.")
+        if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
+            raise ValueError(f"weights must be None or the path of an existing weights file. "
+                             f"Received: weights={weights!r}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
+    if include_top and pooling is not None:
+        raise ValueError("pooling applies only with include_top=False (the top pools "
+                         f"already). Received: pooling={pooling!r}")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes <= 0:
+        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[-1] != 3 or any(
+                d is not None and (not isinstance(d, int) or d < 1) for d in shape[:2]):
+            raise ValueError("input_shape must be (height, width, 3) with positive sizes "
+                             f"or None. Received: input_shape={input_shape!r}")

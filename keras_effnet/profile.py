@@ -1,0 +1,133 @@
+"""Parameters and multiply-adds from the architecture alone: no TensorFlow graph.
+
+Counts follow the layers :mod:`keras_effnet.builder` creates, so ``params`` equals the
+built model's ``count_params()`` (BatchNorm moving statistics included) and
+``trainable_params`` its trainable count. MACs count the multiply-adds of convolutions
+and dense layers, as the papers' FLOPs columns do; BatchNorm, activations, pooling and
+the squeeze-excite multiply are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from keras_effnet import spec as spec_lib
+from keras_effnet.variants import Variant, custom_variant, get_variant
+
+__all__ = ["Profile", "profile"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    params: int
+    trainable_params: int
+    macs: int
+    image_size: int
+    blocks: int
+    classes: int
+    include_top: bool
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.params - self.trainable_params
+
+
+class _Counter:
+    def __init__(self, size: int):
+        self.size = size  # current spatial size (square)
+        self.params = 0
+        self.trainable = 0
+        self.macs = 0
+
+    def conv(self, cin: int, cout: int, kernel: int, strides: int = 1, bias: bool = False,
+             depthwise: bool = False) -> None:
+        self.size = -(-self.size // strides)  # 'same' padding: ceil(size / stride)
+        weights = kernel * kernel * (cin if not depthwise else 1) * cout
+        n = weights + (cout if bias else 0)
+        self.params += n
+        self.trainable += n
+        self.macs += self.size * self.size * weights
+
+    def pointwise_1x1(self, cin: int, cout: int) -> None:
+        # Squeeze-excite convs run on the pooled 1x1 map.
+        n = cin * cout + cout
+        self.params += n
+        self.trainable += n
+        self.macs += cin * cout
+
+    def bn(self, channels: int) -> None:
+        self.params += 4 * channels  # gamma, beta trainable; moving mean, var not
+        self.trainable += 2 * channels
+
+
+def profile(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec],
+            image_size: int | None = None, classes: int = 1000, include_top: bool = True,
+            width: float | None = None, depth: float | None = None) -> Profile:
+    """Parameters and MACs of a variant (or a custom architecture) at ``image_size``
+    (default: the variant's evaluation size)."""
+    variant = _resolve(name_or_arch, width, depth)
+    size = int(image_size or variant.eval_size)
+    if size <= 0:
+        raise ValueError(f"image_size must be > 0. Received: image_size={image_size}")
+    c = _Counter(size)
+    stem = variant.stem()
+    c.conv(3, stem, 3, strides=2)
+    c.bn(stem)
+    channels = stem
+    blocks = variant.scaled_blocks()
+    for b in blocks:
+        cin = channels
+        expanded = cin * b.expand_ratio
+        if b.fused:
+            if b.expand_ratio != 1:
+                c.conv(cin, expanded, b.kernel_size, b.strides)
+                c.bn(expanded)
+            if b.se_ratio:
+                c.pointwise_1x1(expanded, max(1, int(cin * b.se_ratio)))
+                c.pointwise_1x1(max(1, int(cin * b.se_ratio)), expanded)
+            if b.expand_ratio != 1:
+                c.conv(expanded, b.output_filters, 1)
+            else:
+                c.conv(cin, b.output_filters, b.kernel_size, b.strides)
+            c.bn(b.output_filters)
+        else:
+            if b.expand_ratio != 1:
+                c.conv(cin, expanded, 1)
+                c.bn(expanded)
+            c.conv(expanded, expanded, b.kernel_size, b.strides, depthwise=True)
+            c.bn(expanded)
+            if b.se_ratio:
+                c.pointwise_1x1(expanded, max(1, int(cin * b.se_ratio)))
+                c.pointwise_1x1(max(1, int(cin * b.se_ratio)), expanded)
+            c.conv(expanded, b.output_filters, 1)
+            c.bn(b.output_filters)
+        channels = b.output_filters
+    head = variant.head()
+    c.conv(channels, head, 1)
+    c.bn(head)
+    if include_top:
+        c.params += head * classes + classes
+        c.trainable += head * classes + classes
+        c.macs += head * classes
+    return Profile(name=variant.name, params=c.params, trainable_params=c.trainable,
+                   macs=c.macs, image_size=size, blocks=len(blocks), classes=classes,
+                   include_top=include_top)
+
+
+def _resolve(name_or_arch, width, depth) -> Variant:
+    if isinstance(name_or_arch, Variant):
+        variant = name_or_arch
+    elif isinstance(name_or_arch, str) and not _looks_like_arch(name_or_arch):
+        variant = get_variant(name_or_arch)
+    else:
+        variant = custom_variant(name_or_arch)
+    changes = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
+    return variant.replace(**changes) if changes else variant
+
+
+def _looks_like_arch(text: str) -> bool:
+    # A variant name never contains a block string's first token: r<digits>.
+    import re
+    return bool(re.search(r"(^|[\s,_])r[0-9]", text))
