@@ -15,7 +15,7 @@ from typing import Sequence
 from keras_effnet import spec as spec_lib
 from keras_effnet.variants import Variant, custom_variant, get_variant
 
-__all__ = ["Profile", "profile"]
+__all__ = ["Profile", "profile", "scale_to_macs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +131,49 @@ def _looks_like_arch(text: str) -> bool:
     # A variant name never contains a block string's first token: r<digits>.
     import re
     return bool(re.search(r"(^|[\s,_])r[0-9]", text))
+
+
+def scale_to_macs(base: str | Variant, target_macs: float, *, alpha: float = 1.2,
+                  beta: float = 1.1, gamma: float = 1.15, tolerance: float = 0.10,
+                  image_size: int | None = None) -> Variant:
+    """Compound-scales ``base`` to a MACs budget: the paper's "how would you scale the
+    network if you suddenly had twice the resources?".
+
+    Searches the compound coefficient phi (depth alpha**phi, width beta**phi, resolution
+    gamma**phi, all relative to ``base``) for the variant whose profiled MACs are closest
+    to ``target_macs``, and returns it (with ``eval_size``/``train_size`` scaled).
+
+    Raises:
+        ValueError: no phi in [-6, 10] comes within ``tolerance`` of the target (width,
+            depth and rounding are discrete, so very small targets can be out of reach).
+    """
+    from keras_effnet.scaling import compound
+
+    base = get_variant(base)
+    if not target_macs > 0:
+        raise ValueError(f"target_macs must be > 0. Received: target_macs={target_macs}")
+    size0 = image_size or base.eval_size
+
+    def at(phi: float) -> tuple[Variant, int]:
+        d, w, r = compound(phi, alpha, beta, gamma)
+        size = max(8, int(round(size0 * r)))
+        train = max(8, int(round(base.train_size * r)))
+        v = base.replace(name=f"{base.name}-phi{phi:+.2f}", width=base.width * w,
+                         depth=base.depth * d, eval_size=size, train_size=train,
+                         paper_top1=None, paper_params_m=None, paper_macs_b=None)
+        return v, profile(v, image_size=size).macs
+
+    lo, hi = -6.0, 10.0
+    tried = [at(lo), at(hi)]
+    for _ in range(40):  # MACs grow with phi (up to rounding steps): bisect.
+        mid = (lo + hi) / 2
+        tried.append(at(mid))
+        if tried[-1][1] < target_macs:
+            lo = mid
+        else:
+            hi = mid
+    best, macs = min(tried, key=lambda t: abs(t[1] - target_macs))
+    if abs(macs - target_macs) > tolerance * target_macs:
+        raise ValueError(f"No compound scaling of {base.name} comes within {tolerance:.0%} of "
+                         f"{target_macs:.3g} MACs (closest: {macs:.3g}). Choose another base.")
+    return best
