@@ -20,9 +20,10 @@ __all__ = ["conv_initializer", "dense_initializer", "squeeze_excite", "mbconv",
 
 
 def conv_initializer() -> dict[str, Any]:
-    # automl / tpu: normal with std sqrt(2 / fan_out), as keras.applications.
+    # automl / tpu draw conv kernels from an untruncated normal with std sqrt(2 / fan_out)
+    # (keras.applications truncates). Also faster to sample, which shortens builds.
     return {"class_name": "VarianceScaling",
-            "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
+            "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
 
 
 def dense_initializer() -> dict[str, Any]:

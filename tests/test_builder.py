@@ -265,3 +265,14 @@ def test_arch_string_as_first_argument():
     model = keras_effnet.build("r1_k3_s1_e1_i8_o8_f r1_k3_s2_e4_i8_o16", classes=3)
     assert model.output_shape == (None, 3)
     assert json.dumps(keras_effnet.resolve_variant(arch=TINY).to_dict())
+
+
+def test_initialisers_are_the_official_ones():
+    model = keras_effnet.build(arch=["r1_k3_s1_e6_i64_o64"], classes=100,
+                               include_preprocessing=False)
+    kernel = keras.ops.convert_to_numpy(model.get_layer("stage1_block01_expand_conv").kernel)
+    std = np.sqrt(2.0 / (1 * 1 * 384))  # normal, std sqrt(2 / fan_out)
+    assert kernel.std() == pytest.approx(std, rel=0.05)
+    assert np.abs(kernel).max() > 2.5 * std  # untruncated: tails past 2 sigma exist
+    dense = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel)
+    assert np.abs(dense).max() <= 1 / np.sqrt(100) and dense.std() > 0.5 / np.sqrt(300)
