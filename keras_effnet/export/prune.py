@@ -1,0 +1,278 @@
+"""Magnitude pruning with tensorflow-model-optimization, for Keras 3 models.
+
+tensorflow-model-optimization only wraps tf_keras layers, so pruning runs on the
+model's tf_keras twin (same builder, same weights order):
+
+    Keras 3 model --weights--> tf_keras twin --wrap selected layers--> fine-tune with
+    PolynomialDecay + UpdatePruningStep --strip_pruning--> weights back into Keras 3
+
+The result is an ordinary Keras 3 model whose pruned kernels are mostly zeros: export
+it as a SavedModel, or as a TFLite with ``sparsity=True`` (sparse encoding).
+
+tensorflow_model_optimization and tf_keras are imported only inside these functions.
+Importing tensorflow_model_optimization sets ``TF_USE_LEGACY_KERAS=1`` in the process
+environment; :func:`_tfmot` restores the previous value, so later code (and
+subprocesses) keep using Keras 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["PruneConfig", "PruneResult", "prune", "tf_keras_twin", "select_layers",
+           "kernel_sparsity", "POLICIES"]
+
+POLICIES = ("magnitude", "xnnpack")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """How to prune and fine-tune.
+
+    Attributes:
+        target_sparsity: fraction of zeros reached in every pruned kernel.
+        epochs, steps_per_epoch: fine-tuning length (steps default: one pass over
+            finite data).
+        learning_rate: Adam learning rate for fine-tuning.
+        prune_end_fraction: the sparsity schedule reaches the target after this
+            fraction of the steps; the rest fine-tunes at the target.
+        frequency: steps between mask updates (default: about 16 updates).
+        prune_stem, prune_se, prune_classifier: also prune the stem convolution,
+            squeeze-excite convolutions, classifier dense (kept dense by default:
+            small, and where accuracy is most sensitive).
+        policy: ``magnitude`` (every selected 1x1 / kxk convolution and dense), or
+            ``xnnpack`` (1x1 convolutions only, model rewritten by
+            :func:`keras_effnet.export.xnnpack.to_xnnpack_form` and checked by
+            ``PruneForLatencyOnXNNPack``, for XNNPACK's sparse inference).
+    """
+
+    target_sparsity: float = 0.5
+    epochs: int = 2
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-4
+    prune_end_fraction: float = 0.6
+    frequency: int | None = None
+    prune_stem: bool = False
+    prune_se: bool = False
+    prune_classifier: bool = False
+    policy: str = "magnitude"
+
+    def __post_init__(self):
+        if not 0.0 < self.target_sparsity < 1.0:
+            raise ValueError("target_sparsity must be in (0, 1). "
+                             f"Received: target_sparsity={self.target_sparsity}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1. Received: epochs={self.epochs}")
+        if not 0.0 < self.prune_end_fraction <= 1.0:
+            raise ValueError("prune_end_fraction must be in (0, 1]. "
+                             f"Received: prune_end_fraction={self.prune_end_fraction}")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}. Received: policy={self.policy!r}")
+
+
+@dataclasses.dataclass
+class PruneResult:
+    """The pruned Keras 3 model and what was measured on it."""
+
+    model: Any
+    sparsity: dict[str, float]
+    target_sparsity: float
+    history: dict[str, list[float]]
+
+    @property
+    def min_sparsity(self) -> float:
+        return min(self.sparsity.values()) if self.sparsity else 0.0
+
+
+def _tfmot():
+    """Imports tensorflow_model_optimization without leaving TF_USE_LEGACY_KERAS set."""
+    previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        import tensorflow_model_optimization as tfmot
+        import tf_keras  # noqa: F401
+    except ImportError as e:
+        raise ImportError("Pruning needs tensorflow-model-optimization and tf_keras: "
+                          "pip install 'keras_effnet[prune]'") from e
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+    return tfmot
+
+
+def tf_keras_twin(model: Any, variant: Any = None, input_shape: tuple | None = None) -> Any:
+    """The tf_keras copy of a keras_effnet Keras 3 model, weights included.
+
+    ``variant``: a name, a :class:`~keras_effnet.Variant` or block strings (default:
+    ``model.name``, which is the variant name for built-in variants). Raises if the
+    rebuilt model's weights do not line up with ``model``'s.
+    """
+    import tf_keras
+
+    from keras_effnet.builder import build, resolve_variant
+    if variant is None:
+        try:
+            variant = resolve_variant(model.name)
+        except ValueError:
+            raise ValueError(f"Cannot tell which architecture model {model.name!r} is: pass "
+                             "variant= (a model name or block strings).") from None
+    elif not hasattr(variant, "blocks"):
+        variant = resolve_variant(variant)
+    names = {layer.name for layer in model.layers}
+    twin = build(variant, classes=int(model.output_shape[-1]),
+                 input_shape=input_shape or tuple(model.input_shape[1:]),
+                 include_preprocessing="preprocessing" in names,
+                 include_top="predictions" in names, keras_module=tf_keras, name=model.name)
+    source, target = model.get_weights(), twin.get_weights()
+    if [w.shape for w in source] != [w.shape for w in target]:
+        raise ValueError(f"The tf_keras rebuild of {variant.name!r} does not match the model's "
+                         "weights; pass the variant the model was built from.")
+    twin.set_weights(source)
+    return twin
+
+
+def select_layers(model: Any, config: PruneConfig) -> list[str]:
+    """Names of the layers ``config`` prunes (works on Keras 3 and tf_keras models)."""
+    from keras_effnet.export.xnnpack import keras_module_of
+    layers = keras_module_of(model).layers
+    chosen = []
+    for layer in model.layers:
+        name = layer.name
+        if isinstance(layer, layers.DepthwiseConv2D):
+            continue  # tensorflow-model-optimization has no depthwise kernel pruning
+        if isinstance(layer, layers.Conv2D):
+            if config.policy == "xnnpack" and tuple(layer.kernel_size) != (1, 1):
+                continue
+            if name.startswith("stem_") and not config.prune_stem:
+                continue
+            if ("se_reduce" in name or "se_expand" in name) and not config.prune_se:
+                continue
+            chosen.append(name)
+        elif isinstance(layer, layers.Dense):
+            if config.policy == "xnnpack":
+                continue
+            if name == "predictions" and not config.prune_classifier:
+                continue
+            chosen.append(name)
+    return chosen
+
+
+def kernel_sparsity(model: Any, layer_names: Sequence[str]) -> dict[str, float]:
+    """Fraction of exact zeros in each named layer's kernel."""
+    result = {}
+    for name in layer_names:
+        kernel = np.asarray(model.get_layer(name).get_weights()[0])
+        result[name] = float(np.mean(kernel == 0.0))
+    return result
+
+
+def _layer_target(size: int, target: float) -> float:
+    # tfmot keeps round(size * (1 - s)) weights; asking for exactly floor(size * (1 -
+    # target)) kept makes the measured sparsity >= target for every kernel size.
+    kept = math.floor(size * (1.0 - target) + 1e-9)
+    return 1.0 - kept / size
+
+
+def _labels_are_sparse(train_data: Any) -> bool:
+    if isinstance(train_data, tuple):
+        return np.asarray(train_data[1]).ndim == 1
+    spec = train_data.element_spec
+    return len(spec[1].shape) == 1
+
+
+def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
+          variant: Any = None, image_size: int | None = None,
+          validation_data: Any = None, verbose: int = 0) -> PruneResult:
+    """Prunes ``model`` to ``config.target_sparsity`` while fine-tuning on ``train_data``.
+
+    Args:
+        model: a keras_effnet Keras 3 classifier (softmax output).
+        train_data: ``(images, labels)`` arrays, or a ``tf.data.Dataset`` of batches;
+            images float32 in [0, 255], labels integer or one-hot.
+        config: :class:`PruneConfig`.
+        variant: the model's architecture when ``model.name`` is not a built-in variant.
+        image_size: fixed input size for the ``xnnpack`` policy (default: model's
+            static size or variant eval size).
+        validation_data: passed to ``fit`` (same forms as ``train_data``).
+
+    Returns:
+        :class:`PruneResult` with the pruned Keras 3 model (in XNNPACK form for that
+        policy) and the measured kernel sparsity of every pruned layer.
+    """
+    tfmot = _tfmot()
+    import tf_keras
+
+    from keras_effnet.export.xnnpack import to_xnnpack_form
+
+    sparsity_api = tfmot.sparsity.keras
+    keras_model = model
+    if config.policy == "xnnpack":
+        from keras_effnet.export.saved_model import model_image_size
+        size = model_image_size(model, image_size)
+        twin = to_xnnpack_form(tf_keras_twin(model, variant, (size, size, 3)), input_size=size)
+        sparsity_api.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(twin)
+        keras_model = to_xnnpack_form(model, input_size=size)
+    else:
+        twin = tf_keras_twin(model, variant)
+    names = select_layers(twin, config)
+    if not names:
+        raise ValueError("No layer is selected for pruning under this configuration.")
+
+    if isinstance(train_data, tuple):
+        images, labels = train_data
+        batch_size = 32
+        steps_per_epoch = config.steps_per_epoch or math.ceil(len(images) / batch_size)
+    else:
+        cardinality = int(train_data.cardinality())
+        steps_per_epoch = config.steps_per_epoch or (cardinality if cardinality > 0 else None)
+        if steps_per_epoch is None:
+            raise ValueError("train_data is infinite or of unknown length: set "
+                             "PruneConfig.steps_per_epoch.")
+    total = steps_per_epoch * config.epochs
+    frequency = config.frequency or max(1, int(total * config.prune_end_fraction) // 16)
+    end_step = max(frequency, (int(total * config.prune_end_fraction) // frequency) * frequency)
+
+    def wrap(layer):
+        # Returning the twin's own layers (wrapped or not) keeps their weights.
+        if layer.name not in names:
+            return layer
+        size = int(np.prod(layer.get_weights()[0].shape))
+        schedule = sparsity_api.PolynomialDecay(
+            initial_sparsity=0.0, final_sparsity=_layer_target(size, config.target_sparsity),
+            begin_step=0, end_step=end_step, frequency=frequency)
+        return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
+
+    wrapped = tf_keras.models.clone_model(twin, clone_function=wrap)
+    loss = ("sparse_categorical_crossentropy" if _labels_are_sparse(train_data)
+            else "categorical_crossentropy")
+    wrapped.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), loss=loss,
+                    metrics=["accuracy"])
+    fit_kwargs = dict(epochs=config.epochs, callbacks=[sparsity_api.UpdatePruningStep()],
+                      validation_data=validation_data, verbose=verbose)
+    if isinstance(train_data, tuple):
+        history = wrapped.fit(images, labels, batch_size=batch_size,
+                              steps_per_epoch=config.steps_per_epoch, **fit_kwargs)
+    else:
+        history = wrapped.fit(train_data, steps_per_epoch=steps_per_epoch, **fit_kwargs)
+    stripped = sparsity_api.strip_pruning(wrapped)
+
+    pruned = _copy_into(keras_model, stripped)
+    return PruneResult(model=pruned, sparsity=kernel_sparsity(pruned, names),
+                       target_sparsity=config.target_sparsity,
+                       history={k: [float(v) for v in vs] for k, vs in history.history.items()})
+
+
+def _copy_into(keras_model: Any, stripped: Any) -> Any:
+    """A fresh Keras 3 copy of ``keras_model`` holding ``stripped``'s weights."""
+    import keras
+    copy = keras.models.clone_model(keras_model)
+    for layer in stripped.layers:
+        if layer.weights:
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy

@@ -1,0 +1,258 @@
+"""Keras 3 model -> TFLite (float32, float16, dynamic-range int8, full int8), and an
+ai-edge-litert runner to check what the converter produced.
+
+Conversion goes through a Keras 3 SavedModel written with ``keras.export.ExportArchive``
+and ``tf.lite.TFLiteConverter.from_saved_model`` (never ``tf.keras``). The TFLite
+model takes the same float32 pixels in [0, 255] as the Keras model (preprocessing is
+inside), batch 1 by default, and returns softmax probabilities under the signature
+key ``probabilities``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["QUANTIZE_MODES", "MIN_REPRESENTATIVE_IMAGES", "TFLiteExport", "LiteRunner",
+           "convert", "write_tflite", "gzipped_size", "top1_agreement", "top1_accuracy",
+           "sparsity_encoded"]
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
+# Calibration needs enough images to see each activation's range; the TFLite guide's
+# figure, and the issue's floor.
+MIN_REPRESENTATIVE_IMAGES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteExport:
+    """A written ``.tflite`` file and its sizes."""
+
+    path: Path
+    quantize: str
+    size_bytes: int
+    gzipped_bytes: int
+    sparse: bool
+
+
+def _image_size(model: Any, image_size: int | None) -> int:
+    from keras_effnet.export.saved_model import model_image_size
+    return model_image_size(model, image_size)
+
+
+def _check_quantize(quantize: str) -> str:
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}. "
+                         f"Received: quantize={quantize!r}")
+    return quantize
+
+
+def convert(model: Any, quantize: str = "none", *, image_size: int | None = None,
+            representative_images: Iterable[np.ndarray] | np.ndarray | None = None,
+            sparsity: bool = False, int8_io: bool = False,
+            batch_size: int | None = 1) -> bytes:
+    """Converts a Keras 3 classifier to a TFLite flatbuffer.
+
+    Args:
+        model: Keras 3 model taking float32 pixels in [0, 255].
+        quantize: ``none`` (float32), ``float16`` (float16 weights), ``dynamic``
+            (int8 weights, float activations) or ``int8`` (int8 weights and
+            activations, calibrated on ``representative_images``).
+        image_size: input size (default: the model's static size or its eval size).
+        representative_images: for ``int8``: at least 100 float32 ``[H, W, 3]`` images
+            in [0, 255] from the training data, at ``image_size``.
+        sparsity: encode zero-rich weights sparsely (``Optimize.EXPERIMENTAL_SPARSITY``),
+            for pruned models.
+        int8_io: for ``int8``, uint8 input and output tensors (integer-only
+            accelerators); by default input and output stay float32.
+        batch_size: static batch size (1 for on-device use) or None for dynamic.
+    """
+    import keras
+    import tensorflow as tf
+
+    _check_quantize(quantize)
+    size = _image_size(model, image_size)
+    calibration = None
+    if quantize == "int8":
+        if representative_images is None:
+            raise ValueError("quantize='int8' needs representative_images: at least "
+                             f"{MIN_REPRESENTATIVE_IMAGES} training images.")
+        calibration = np.asarray(list(representative_images) if not isinstance(
+            representative_images, np.ndarray) else representative_images, np.float32)
+        if calibration.ndim != 4 or calibration.shape[1:] != (size, size, 3):
+            raise ValueError(f"representative_images must be [N, {size}, {size}, 3]. "
+                             f"Received shape {calibration.shape}")
+        if len(calibration) < MIN_REPRESENTATIVE_IMAGES:
+            raise ValueError(f"quantize='int8' needs at least {MIN_REPRESENTATIVE_IMAGES} "
+                             f"representative images. Received: {len(calibration)}")
+    elif int8_io:
+        raise ValueError("int8_io applies only to quantize='int8'.")
+
+    def serve(images):
+        return {"probabilities": tf.cast(model(images, training=False), tf.float32)}
+
+    with tempfile.TemporaryDirectory() as work:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", serve, input_signature=[
+            tf.TensorSpec([batch_size, size, size, 3], tf.float32, name="images")])
+        archive.write_out(work, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            work, signature_keys=["serving_default"])
+        optimizations = []
+        if quantize != "none":
+            optimizations.append(tf.lite.Optimize.DEFAULT)
+        if sparsity:
+            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        converter.optimizations = optimizations
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            def representative_dataset():
+                for image in calibration:
+                    yield [image[None]]
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.uint8
+                converter.inference_output_type = tf.uint8
+        return converter.convert()
+
+
+def gzipped_size(content: bytes) -> int:
+    """Size after ``gzip -9``: what an app download or OTA update actually costs."""
+    return len(gzip.compress(content, compresslevel=9, mtime=0))
+
+
+def sparsity_encoded(content: bytes) -> bool:
+    """Whether any tensor of the flatbuffer uses TFLite's sparse encoding."""
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.Model.GetRootAsModel(content, 0)
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            if subgraph.Tensors(t).Sparsity() is not None:
+                return True
+    return False
+
+
+def write_tflite(content: bytes, path: str | os.PathLike, quantize: str,
+                 overwrite: bool = False) -> TFLiteExport:
+    """Writes ``content`` atomically (temp file, then rename) and reports its sizes."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another path or version.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return TFLiteExport(path=path, quantize=_check_quantize(quantize),
+                        size_bytes=len(content), gzipped_bytes=gzipped_size(content),
+                        sparse=sparsity_encoded(content))
+
+
+class LiteRunner:
+    """Runs a TFLite classifier with ai-edge-litert on float32 pixels in [0, 255].
+
+    Quantised inputs and outputs are (de)quantised here, so every model variant is
+    called, and compared, the same way. ``xnnpack=False`` uses the builtin kernels only.
+    """
+
+    def __init__(self, content: bytes, num_threads: int | None = None, xnnpack: bool = True):
+        try:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("Running TFLite models needs ai-edge-litert: "
+                              "pip install 'keras_effnet[tflite]'") from e
+        resolver = (OpResolverType.AUTO if xnnpack
+                    else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads,
+                                       experimental_op_resolver_type=resolver)
+        self.interpreter.allocate_tensors()
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._input["shape"])
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    def _quantize(self, images: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return images.astype(np.float32)
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(images / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, values: np.ndarray) -> np.ndarray:
+        if values.dtype == np.float32:
+            return values
+        scale, zero_point = self._output["quantization"]
+        return (values.astype(np.float32) - zero_point) * scale
+
+    def _batch_size(self, n: int) -> int:
+        fixed = int(self._input["shape_signature"][0])
+        return fixed if fixed > 0 else n
+
+    def predict(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities ``[N, classes]`` for float32 images ``[N, H, W, 3]``."""
+        images = np.asarray(images, np.float32)
+        step = self._batch_size(batch_size or len(images))
+        outputs = []
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            if tuple(self._input["shape"]) != (len(chunk),) + chunk.shape[1:]:
+                if int(self._input["shape_signature"][0]) > 0:
+                    raise ValueError(f"This model takes batches of {step}; "
+                                     f"received {len(chunk)} images.")
+                self.interpreter.resize_tensor_input(self._input["index"], chunk.shape)
+                self.interpreter.allocate_tensors()
+                self._input = self.interpreter.get_input_details()[0]
+                self._output = self.interpreter.get_output_details()[0]
+            self.interpreter.set_tensor(self._input["index"], self._quantize(chunk))
+            self.interpreter.invoke()
+            outputs.append(self._dequantize(self.interpreter.get_tensor(self._output["index"])))
+        return np.concatenate(outputs, axis=0)
+
+    def latency(self, image: np.ndarray, runs: int = 50, warmup: int = 5) -> list[float]:
+        """Seconds per ``invoke()`` on one input, ``runs`` times after ``warmup`` runs."""
+        import time
+        self.interpreter.set_tensor(self._input["index"],
+                                    self._quantize(np.asarray(image, np.float32)[None]))
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of rows whose argmax is the same in ``a`` and ``b``."""
+    return float(np.mean(np.argmax(a, -1) == np.argmax(b, -1)))
+
+
+def top1_accuracy(probabilities: np.ndarray, labels: np.ndarray | Sequence[int]) -> float:
+    """Top-1 accuracy against integer or one-hot labels."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = np.argmax(labels, -1)
+    return float(np.mean(np.argmax(probabilities, -1) == labels))

@@ -1,0 +1,102 @@
+"""In-graph decoding for serving: formats, header sizes, bombs and bad bytes."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from keras_effnet.export import images
+from keras_effnet.export.saved_model import sample_image_bytes
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, fmt)
+    return out.getvalue()
+
+
+def _png_header_only(height: int, width: int) -> bytes:
+    """A PNG whose IHDR claims ``height x width`` with one tiny (invalid) data chunk."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+
+
+def _run(fn, data):
+    return tf.function(fn, autograph=False)(tf.constant(data))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "GIF", "JPEG"])
+def test_header_shape_and_decode_for_every_format(photo, fmt):
+    data = _encode(photo, fmt)
+    assert _run(images.header_shape, data).numpy().tolist() == [37, 53]
+    decoded = _run(images.decode_image, data).numpy()
+    assert decoded.shape == (37, 53, 3) and decoded.dtype == np.uint8
+    if fmt in ("PNG", "BMP"):  # lossless
+        np.testing.assert_array_equal(decoded, photo)
+
+
+def test_grayscale_png_becomes_rgb(photo):
+    gray = _encode(photo[..., 0], "PNG")
+    decoded = _run(images.decode_image, gray).numpy()
+    assert decoded.shape == (37, 53, 3)
+    np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])
+
+
+def test_decode_and_center_crop_matches_the_training_eval_pipeline():
+    from keras_effnet import data
+    jpeg = sample_image_bytes()
+    ours = _run(lambda b: images.decode_and_center_crop(b, 64), jpeg).numpy()
+    theirs = _run(lambda b: data.decode_and_center_crop(b, 64), jpeg).numpy()
+    assert ours.shape == (64, 64, 3) and ours.dtype == np.float32
+    assert 0.0 <= ours.min() and ours.max() <= 255.0
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name,data", [
+    ("garbage", b"this is not an image"),
+    ("empty", b""),
+    ("jpeg_magic_only", b"\xff\xd8\xff"),
+    ("png_magic_only", b"\x89PNG\r\n\x1a\n"),
+])
+def test_bad_bytes_raise_invalid_argument(name, data):
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _run(lambda b: images.decode_and_center_crop(b, 32), data)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF"])
+def test_truncated_files_raise_invalid_argument(photo, fmt):
+    big = np.tile(photo, (4, 4, 1))
+    data = _encode(big, fmt)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _run(lambda b: images.decode_and_center_crop(b, 32), data[:len(data) // 2])
+
+
+def test_decompression_bomb_is_refused_from_its_header():
+    # 100k x 100k pixels claimed in a ~60-byte file: refused before any decoding.
+    bomb = _png_header_only(100_000, 100_000)
+    assert len(bomb) < 100
+    assert _run(images.header_shape, bomb).numpy().tolist() == [100_000, 100_000]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):
+        _run(lambda b: images.decode_and_center_crop(b, 32), bomb)
+
+
+def test_pixel_limit_is_configurable(photo):
+    data = _encode(photo, "PNG")  # 37 x 53 = 1961 pixels
+    assert _run(lambda b: images.decode_image(b, max_pixels=1961), data).shape == (37, 53, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 1960"):
+        _run(lambda b: images.decode_image(b, max_pixels=1960), data)
+    gif = _encode(photo, "GIF")
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        _run(lambda b: images.decode_image(b, max_pixels=1000), gif)
