@@ -1,0 +1,19 @@
+"""The public API: explicit re-exports, and a light import."""
+
+import subprocess
+import sys
+
+
+def test_every_public_name_resolves():
+    import keras_effnet
+    for name in keras_effnet.__all__:
+        assert getattr(keras_effnet, name) is not None, name
+
+
+def test_import_does_not_load_tensorflow():
+    code = ("import sys, keras_effnet; keras_effnet.profile('efficientnetv2-s'); "
+            "keras_effnet.progressive_plan('efficientnetv2-s', 350); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
