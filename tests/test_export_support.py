@@ -13,7 +13,7 @@ import numpy as np
 TINY_ARCH = ["r1_k3_s1_e1_i8_o8_f", "r1_k3_s2_e4_i8_o16_se0.25"]
 # Lite-like (ReLU6, no SE, lite preprocessing) and, like the real lite models, with most
 # weights in 1x1 convolutions: what int8 and pruning are meant for.
-LITE_ARCH = ["r1_k3_s1_e1_i16_o16", "r1_k3_s2_e6_i16_o32", "r1_k3_s2_e6_i32_o64"]
+LITE_ARCH = ["r1_k3_s1_e1_i16_o16", "r1_k3_s2_e6_i16_o48", "r1_k3_s2_e6_i48_o128"]
 LITE_HEAD = 512
 DIGITS_SIZE = 16
 

@@ -10,7 +10,7 @@ flags before paying for the import):
   an ai-edge-litert runner.
 * :mod:`~keras_effnet.export.prune`: magnitude pruning through the tf_keras twin
   (tensorflow-model-optimization and tf_keras imported inside its functions only).
-* :mod:`~keras_effnet.export.xnnpack`: the ZeroPadding + 'valid' form for XNNPACK.
+* :mod:`~keras_effnet.export.rewrite`: layer rewrites (the XNNPACK form, 1x1 conv as dense).
 * :mod:`~keras_effnet.export.job`: the whole export of a training run (the CLI's library).
 """
 
@@ -37,7 +37,7 @@ _EXPORTS = {
     "export_saved_model": "saved_model",
     "next_version": "saved_model",
     "run": "job",
-    "to_xnnpack_form": "xnnpack",
+    "to_xnnpack_form": "rewrite",
     "update_models_config": "serving_config",
 }
 

@@ -431,7 +431,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
 
 
 def _xnnpack_dense(model: Any, image_size: int) -> Any:
-    from keras_effnet.export.xnnpack import to_xnnpack_form
+    from keras_effnet.export.rewrite import to_xnnpack_form
     return to_xnnpack_form(model, input_size=image_size)
 
 

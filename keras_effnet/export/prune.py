@@ -45,9 +45,14 @@ class PruneConfig:
         prune_stem, prune_se, prune_classifier: also prune the stem convolution,
             squeeze-excite convolutions, classifier dense (kept dense by default:
             small, and where accuracy is most sensitive).
+        block_size: pruning unit of 1x1 convolutions and dense layers, as (input
+            channels, output channels). The default (4, 1) zeroes runs of 4 input
+            channels, which are contiguous in TFLite's (out, in) weight layout: gzip then
+            compresses a 50 %-sparse EfficientNet-lite0 1.81x instead of 1.67x
+            element-wise, at the same sparsity. kxk kernels are pruned element-wise.
         policy: ``magnitude`` (every selected 1x1 / kxk convolution and dense), or
             ``xnnpack`` (1x1 convolutions only, model rewritten by
-            :func:`keras_effnet.export.xnnpack.to_xnnpack_form` and checked by
+            :func:`keras_effnet.export.rewrite.to_xnnpack_form` and checked by
             ``PruneForLatencyOnXNNPack``, for XNNPACK's sparse inference).
     """
 
@@ -60,6 +65,7 @@ class PruneConfig:
     prune_stem: bool = False
     prune_se: bool = False
     prune_classifier: bool = False
+    block_size: tuple[int, int] = (4, 1)
     policy: str = "magnitude"
 
     def __post_init__(self):
@@ -71,6 +77,9 @@ class PruneConfig:
         if not 0.0 < self.prune_end_fraction <= 1.0:
             raise ValueError("prune_end_fraction must be in (0, 1]. "
                              f"Received: prune_end_fraction={self.prune_end_fraction}")
+        if len(self.block_size) != 2 or min(self.block_size) < 1:
+            raise ValueError("block_size must be two positive integers. "
+                             f"Received: block_size={self.block_size}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}. Received: policy={self.policy!r}")
 
@@ -139,7 +148,7 @@ def tf_keras_twin(model: Any, variant: Any = None, input_shape: tuple | None = N
 
 def select_layers(model: Any, config: PruneConfig) -> list[str]:
     """Names of the layers ``config`` prunes (works on Keras 3 and tf_keras models)."""
-    from keras_effnet.export.xnnpack import keras_module_of
+    from keras_effnet.export.rewrite import keras_module_of
     layers = keras_module_of(model).layers
     chosen = []
     for layer in model.layers:
@@ -173,10 +182,19 @@ def kernel_sparsity(model: Any, layer_names: Sequence[str]) -> dict[str, float]:
 
 
 def _layer_target(size: int, target: float) -> float:
-    # tfmot keeps round(size * (1 - s)) weights; asking for exactly floor(size * (1 -
+    # tfmot keeps round(size * (1 - s)) units; asking for exactly floor(size * (1 -
     # target)) kept makes the measured sparsity >= target for every kernel size.
     kept = math.floor(size * (1.0 - target) + 1e-9)
     return 1.0 - kept / size
+
+
+def _block_for(kernel_shape: Sequence[int], block_size: tuple[int, int]) -> tuple[int, int]:
+    """``block_size`` where tfmot can use it (a 2-D kernel divisible by the block), else
+    element-wise."""
+    if (len(kernel_shape) == 2 and kernel_shape[0] % block_size[0] == 0
+            and kernel_shape[1] % block_size[1] == 0):
+        return tuple(block_size)
+    return (1, 1)
 
 
 def _labels_are_sparse(train_data: Any) -> bool:
@@ -208,7 +226,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
     tfmot = _tfmot()
     import tf_keras
 
-    from keras_effnet.export.xnnpack import to_xnnpack_form
+    from keras_effnet.export.rewrite import copy_weights, pointwise_as_dense, to_xnnpack_form
 
     sparsity_api = tfmot.sparsity.keras
     keras_model = model
@@ -223,6 +241,9 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
     names = select_layers(twin, config)
     if not names:
         raise ValueError("No layer is selected for pruning under this configuration.")
+    # tfmot prunes blocks of 2-D kernels only: train the 1x1 convolutions as the
+    # equivalent Dense layers, and reshape their kernels back at the end.
+    twin = pointwise_as_dense(twin, set(names))
 
     if isinstance(train_data, tuple):
         images, labels = train_data
@@ -242,11 +263,14 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
         # Returning the twin's own layers (wrapped or not) keeps their weights.
         if layer.name not in names:
             return layer
-        size = int(np.prod(layer.get_weights()[0].shape))
+        shape = layer.get_weights()[0].shape
+        block = _block_for(shape, config.block_size)
+        units = int(np.prod(shape)) // (block[0] * block[1])
         schedule = sparsity_api.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=_layer_target(size, config.target_sparsity),
+            initial_sparsity=0.0, final_sparsity=_layer_target(units, config.target_sparsity),
             begin_step=0, end_step=end_step, frequency=frequency)
-        return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule,
+                                                block_size=block)
 
     wrapped = tf_keras.models.clone_model(twin, clone_function=wrap)
     loss = ("sparse_categorical_crossentropy" if _labels_are_sparse(train_data)
@@ -262,17 +286,9 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
         history = wrapped.fit(train_data, steps_per_epoch=steps_per_epoch, **fit_kwargs)
     stripped = sparsity_api.strip_pruning(wrapped)
 
-    pruned = _copy_into(keras_model, stripped)
+    import keras
+    pruned = keras.models.clone_model(keras_model)
+    copy_weights(stripped, pruned)
     return PruneResult(model=pruned, sparsity=kernel_sparsity(pruned, names),
                        target_sparsity=config.target_sparsity,
                        history={k: [float(v) for v in vs] for k, vs in history.history.items()})
-
-
-def _copy_into(keras_model: Any, stripped: Any) -> Any:
-    """A fresh Keras 3 copy of ``keras_model`` holding ``stripped``'s weights."""
-    import keras
-    copy = keras.models.clone_model(keras_model)
-    for layer in stripped.layers:
-        if layer.weights:
-            copy.get_layer(layer.name).set_weights(layer.get_weights())
-    return copy
