@@ -1,0 +1,217 @@
+"""Progressive learning plans (EfficientNetV2 §4): pure Python, no TensorFlow.
+
+Training is cut into ``stages``; each stage trains at one image size with one
+regularisation strength, small and weak first, large and strong last.
+
+Two schedules (REFERENCE.md §4):
+
+* ``mode="automl"`` reproduces google/automl ``main_tf2.py`` exactly. For stage ``i`` of
+  ``S`` with ``ratio = (i + 1) / S``: epochs ``[int(i / S * E), int(ratio * E))``, image
+  size ``int(ibase + (train_size - ibase) * ratio)``, RandAugment magnitude
+  ``linspace(5, magnitude, S)[i]``, mixup and cutmix ``linspace(0, alpha, S)[i]``.
+  ``ibase`` is automl's ``data.ibase = 128``: it is the value that reproduces every listed
+  sequence (V2-B0/B1 144/160/176/192, B2 148/..., B3 156/..., S 171/214/257/300,
+  M/L/XL 192/256/320/384); ``train_size / 2`` (automl's fallback) reproduces none of them.
+  When the train size is 128 px or less (tiny custom runs) the fallback
+  ``train_size // 2`` is used, since 128 would make images shrink. The code keeps the
+  variant's dropout throughout.
+* ``mode="paper"`` follows the paper's Table 6 and Algorithm 1: every quantity moves
+  linearly from its first to its last value, ``value_i = v0 + (ve - v0) * i / (S - 1)``,
+  dropout included. S: 128 -> 300 px, RandAugment 5 -> 15, mixup 0, dropout 0.1 -> 0.3;
+  M: 128 -> 380, 5 -> 20, mixup 0 -> 0.2, dropout 0.1 -> 0.4; L: 128 -> 380, 5 -> 25,
+  mixup 0 -> 0.4, dropout 0.1 -> 0.5. Variants the table does not list (B0-B3, XL,
+  custom recipes) ramp from the automl ``ibase`` / magnitude 5 / mixup 0 / dropout
+  ``min(0.1, dropout)`` to the recipe's own values. (XL is not in Table 6; it is given
+  its own recipe's values, not L's.)
+
+``min_image_size`` replaces the first size in both modes (``ibase`` in automl mode, the
+first stage's size in paper mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+__all__ = ["Recipe", "Stage", "progressive_plan", "resolve_recipe", "MODES"]
+
+MODES = ("automl", "paper")
+_AUTOML_IBASE = 128
+_RANDAUG_START = 5.0
+_DROPOUT_START = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The end point of a progressive schedule: what the last stage trains with.
+
+    ``randaug`` is the final RandAugment magnitude (None: no RandAugment, as V2-B0..B3,
+    which the official code trains with AutoAugment instead); ``mixup`` and ``cutmix``
+    are the final alphas (``cutmix=None`` means equal to ``mixup``, as automl).
+    """
+
+    train_size: int
+    randaug: float | None = None
+    mixup: float = 0.0
+    cutmix: float | None = None
+    dropout: float = 0.2
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not isinstance(self.train_size, int) or isinstance(self.train_size, bool) \
+                or self.train_size < 2:
+            raise ValueError("train_size must be an integer >= 2. "
+                             f"Received: train_size={self.train_size!r}")
+        if self.randaug is not None and not self.randaug >= 0:
+            raise ValueError(f"randaug must be >= 0 or None. Received: randaug={self.randaug!r}")
+        if self.cutmix is None:
+            object.__setattr__(self, "cutmix", self.mixup)
+        for field in ("mixup", "cutmix"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"{field} must be >= 0. "
+                                 f"Received: {field}={getattr(self, field)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of a progressive plan: epochs ``[start_epoch, end_epoch)``."""
+
+    index: int
+    start_epoch: int
+    end_epoch: int
+    image_size: int
+    randaug_magnitude: float | None
+    mixup_alpha: float
+    cutmix_alpha: float
+    dropout: float
+
+    @property
+    def epochs(self) -> int:
+        return self.end_epoch - self.start_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self, num_stages: int | None = None) -> str:
+        """One line for logs and banners."""
+        of = f"/{num_stages}" if num_stages else ""
+        ra = "off" if self.randaug_magnitude is None else f"{self.randaug_magnitude:.3g}"
+        return (f"Stage {self.index + 1}{of}: epochs {self.start_epoch}-{self.end_epoch} | "
+                f"image {self.image_size}px | RandAugment {ra} | mixup "
+                f"{self.mixup_alpha:.3g} | cutmix {self.cutmix_alpha:.3g} | "
+                f"dropout {self.dropout:.3g}")
+
+
+# Table 6 of the EfficientNetV2 paper: (min size, max size), (randaug), (mixup), (dropout).
+_PAPER_TABLE6 = {
+    "efficientnetv2-s": ((128, 300), (5.0, 15.0), (0.0, 0.0), (0.1, 0.3)),
+    "efficientnetv2-m": ((128, 380), (5.0, 20.0), (0.0, 0.2), (0.1, 0.4)),
+    "efficientnetv2-l": ((128, 380), (5.0, 25.0), (0.0, 0.4), (0.1, 0.5)),
+}
+
+
+def resolve_recipe(model_name_or_recipe: Any) -> Recipe:
+    """A :class:`Recipe` from a variant name, a ``Variant``, a ``Recipe`` or a mapping
+    (``train_size``, ``randaug``, ``mixup``, ``cutmix``, ``dropout``).
+    """
+    obj = model_name_or_recipe
+    if isinstance(obj, Recipe):
+        return obj
+    if isinstance(obj, Mapping):
+        known = {f.name for f in dataclasses.fields(Recipe)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise ValueError(f"Unknown recipe field(s) {unknown}; known: {sorted(known)}")
+        if "train_size" not in obj:
+            raise ValueError(f"A recipe needs train_size. Received: {dict(obj)!r}")
+        return Recipe(**obj)
+    from keras_effnet.variants import Variant, get_variant  # local: keep this module light
+    if isinstance(obj, str):
+        obj = get_variant(obj)
+    if isinstance(obj, Variant):
+        return Recipe(train_size=obj.train_size, randaug=obj.randaug_magnitude,
+                      mixup=obj.mixup_alpha, cutmix=obj.cutmix_alpha, dropout=obj.dropout,
+                      name=obj.name)
+    raise TypeError("model_name_or_recipe must be a model name, a Variant, a Recipe or a "
+                    f"dict with train_size. Received: {model_name_or_recipe!r}")
+
+
+def _linspace(start: float, stop: float, num: int) -> list[float]:
+    # numpy.linspace's formula, in plain Python so the values are exact and importable
+    # without numpy: the last value is exactly `stop`.
+    if num == 1:
+        return [float(start)]
+    step = (stop - start) / (num - 1)
+    return [float(start + i * step) if i < num - 1 else float(stop) for i in range(num)]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
+
+
+def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
+                     mode: str = "automl", min_image_size: int | None = None) -> list[Stage]:
+    """The progressive-learning schedule: one :class:`Stage` per stage.
+
+    Args:
+        model_name_or_recipe: a variant name (``"efficientnetv2-s"``), a ``Variant``, a
+            :class:`Recipe` or a dict with ``train_size`` and optionally ``randaug``,
+            ``mixup``, ``cutmix``, ``dropout``.
+        epochs: total training epochs, at least ``stages``.
+        stages: number of stages (1 = no progressive learning: everything at the end
+            values).
+        mode: ``"automl"`` (the official code, exactly) or ``"paper"`` (Table 6).
+        min_image_size: the first image size (automl: ``ibase``), at most the train size.
+
+    Returns:
+        The stages in order; they tile ``[0, epochs)`` without gaps.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
+    _check_int("stages", stages, 1)
+    _check_int("epochs", epochs, 1)
+    if epochs < stages:
+        raise ValueError(f"epochs must be >= stages so every stage trains at least one epoch. "
+                         f"Received: epochs={epochs}, stages={stages}")
+    recipe = resolve_recipe(model_name_or_recipe)
+    size_end = recipe.train_size
+    ra_start, ra_end = _RANDAUG_START, recipe.randaug
+    mix_end, cut_end = recipe.mixup, recipe.cutmix
+    drop_end = recipe.dropout
+    drop_start = min(_DROPOUT_START, drop_end)
+    table = _PAPER_TABLE6.get(recipe.name) if mode == "paper" else None
+    if table is not None:
+        (size_start, size_end), (ra_start, ra_end), (_, mix_end), (drop_start, drop_end) = table
+        cut_end = mix_end
+    else:
+        size_start = _AUTOML_IBASE if size_end > _AUTOML_IBASE else size_end // 2
+    if min_image_size is not None:
+        _check_int("min_image_size", min_image_size, 1)
+        if min_image_size > size_end:
+            raise ValueError(f"min_image_size must be <= the final image size {size_end}. "
+                             f"Received: min_image_size={min_image_size}")
+        size_start = min_image_size
+
+    randaug = _linspace(ra_start, ra_end, stages) if ra_end is not None else [None] * stages
+    mixup = _linspace(0.0, mix_end, stages)
+    cutmix = _linspace(0.0, cut_end, stages)
+    if mode == "paper":
+        sizes = [int(round(s)) for s in _linspace(size_start, size_end, stages)]
+        dropout = _linspace(drop_start, drop_end, stages)
+    else:
+        sizes = [int(size_start + (size_end - size_start) * (i + 1) / stages)
+                 for i in range(stages)]
+        dropout = [float(drop_end)] * stages
+
+    plan = []
+    for i in range(stages):
+        # automl's float arithmetic, kept literally so the boundaries match exactly.
+        start = int(float(i) / float(stages) * epochs)
+        end = int(float(i + 1) / float(stages) * epochs)
+        plan.append(Stage(index=i, start_epoch=start, end_epoch=end, image_size=sizes[i],
+                          randaug_magnitude=randaug[i], mixup_alpha=mixup[i],
+                          cutmix_alpha=cutmix[i], dropout=dropout[i]))
+    return plan

@@ -1,0 +1,185 @@
+"""progressive_plan against hand-written sequences (REFERENCE.md §4)."""
+
+import dataclasses
+
+import pytest
+
+from keras_effnet.train import progressive as P
+from keras_effnet.train.progressive import Recipe, Stage, progressive_plan
+
+AUTOML_SIZES = {
+    # REFERENCE.md §4: every sequence it lists, 4 stages.
+    "efficientnetv2-b0": [144, 160, 176, 192],
+    "efficientnetv2-b1": [144, 160, 176, 192],
+    "efficientnetv2-b2": [148, 168, 188, 208],
+    "efficientnetv2-b3": [156, 184, 212, 240],
+    "efficientnetv2-s": [171, 214, 257, 300],
+    "efficientnetv2-m": [192, 256, 320, 384],
+    "efficientnetv2-l": [192, 256, 320, 384],
+    "efficientnetv2-xl": [192, 256, 320, 384],
+}
+
+
+def _column(plan, field):
+    return [getattr(s, field) for s in plan]
+
+
+def test_automl_v2_s_350_epochs_exactly():
+    plan = progressive_plan("efficientnetv2-s", 350)
+    assert [(s.start_epoch, s.end_epoch, s.image_size) for s in plan] == [
+        (0, 87, 171), (87, 175, 214), (175, 262, 257), (262, 350, 300)]
+    assert _column(plan, "randaug_magnitude") == pytest.approx([5, 20 / 3, 25 / 3, 10])
+    assert _column(plan, "mixup_alpha") == [0, 0, 0, 0]
+    assert _column(plan, "cutmix_alpha") == [0, 0, 0, 0]
+    assert _column(plan, "dropout") == [0.2] * 4  # automl does not schedule dropout
+    assert _column(plan, "index") == [0, 1, 2, 3]
+    assert all(isinstance(s, Stage) for s in plan)
+
+
+@pytest.mark.parametrize("name,sizes", sorted(AUTOML_SIZES.items()))
+def test_automl_sizes_for_every_listed_variant(name, sizes):
+    # ibase = 128 reproduces all of them; train_size / 2 would give e.g. 108 for B0.
+    assert _column(progressive_plan(name, 350), "image_size") == sizes
+
+
+def test_automl_regularisation_ramps_m_and_l():
+    m = progressive_plan("efficientnetv2-m", 350)
+    assert _column(m, "randaug_magnitude") == pytest.approx([5, 25 / 3, 35 / 3, 15])
+    assert _column(m, "mixup_alpha") == pytest.approx([0, 0.2 / 3, 0.4 / 3, 0.2])
+    assert _column(m, "cutmix_alpha") == pytest.approx([0, 0.2 / 3, 0.4 / 3, 0.2])
+    assert _column(m, "dropout") == [0.3] * 4
+    large = progressive_plan("efficientnetv2-l", 350)
+    assert _column(large, "randaug_magnitude") == pytest.approx([5, 10, 15, 20])
+    assert _column(large, "mixup_alpha") == pytest.approx([0, 1 / 6, 1 / 3, 0.5])
+    assert _column(large, "dropout") == [0.4] * 4
+
+
+def test_automl_b0_has_no_randaugment():
+    # The official B0-B3 recipe uses AutoAugment, not RandAugment.
+    assert _column(progressive_plan("efficientnetv2-b0", 40), "randaug_magnitude") == [None] * 4
+
+
+def test_last_value_is_exact():
+    plan = progressive_plan("efficientnetv2-s", 350)
+    assert plan[-1].randaug_magnitude == 10.0
+    assert plan[-1].image_size == 300
+
+
+def test_paper_table6_s_m_l():
+    s = progressive_plan("efficientnetv2-s", 350, mode="paper")
+    assert _column(s, "image_size") == [128, 185, 243, 300]
+    assert _column(s, "randaug_magnitude") == pytest.approx([5, 25 / 3, 35 / 3, 15])
+    assert _column(s, "mixup_alpha") == [0, 0, 0, 0]
+    assert _column(s, "dropout") == pytest.approx([0.1, 0.1 + 0.2 / 3, 0.1 + 0.4 / 3, 0.3])
+    m = progressive_plan("efficientnetv2-m", 350, mode="paper")
+    assert _column(m, "image_size") == [128, 212, 296, 380]
+    assert _column(m, "randaug_magnitude") == pytest.approx([5, 10, 15, 20])
+    assert _column(m, "mixup_alpha") == pytest.approx([0, 0.2 / 3, 0.4 / 3, 0.2])
+    assert _column(m, "dropout") == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    large = progressive_plan("efficientnetv2-l", 350, mode="paper")
+    assert _column(large, "image_size") == [128, 212, 296, 380]
+    assert _column(large, "randaug_magnitude") == pytest.approx([5, 35 / 3, 55 / 3, 25])
+    assert _column(large, "mixup_alpha") == pytest.approx([0, 0.4 / 3, 0.8 / 3, 0.4])
+    assert _column(large, "dropout") == pytest.approx([0.1, 0.7 / 3, 1.1 / 3, 0.5])
+    # Same epoch boundaries in both modes.
+    assert [(x.start_epoch, x.end_epoch) for x in s] == [
+        (0, 87), (87, 175), (175, 262), (262, 350)]
+
+
+def test_paper_mode_for_a_variant_outside_table6_ramps_to_its_recipe():
+    plan = progressive_plan("efficientnetv2-b3", 8, mode="paper")
+    assert _column(plan, "image_size") == [128, 165, 203, 240]
+    assert _column(plan, "dropout") == pytest.approx([0.1, 0.1 + 0.2 / 3, 0.1 + 0.4 / 3, 0.3])
+    assert _column(plan, "randaug_magnitude") == [None] * 4
+
+
+def test_custom_recipe_dict_and_min_image_size():
+    recipe = {"train_size": 64, "randaug": 8, "mixup": 0.3, "dropout": 0.25}
+    plan = progressive_plan(recipe, 12, stages=4, min_image_size=32)
+    assert [(s.start_epoch, s.end_epoch, s.image_size) for s in plan] == [
+        (0, 3, 40), (3, 6, 48), (6, 9, 56), (9, 12, 64)]
+    assert _column(plan, "randaug_magnitude") == pytest.approx([5, 6, 7, 8])
+    assert _column(plan, "mixup_alpha") == pytest.approx([0, 0.1, 0.2, 0.3])
+    assert _column(plan, "cutmix_alpha") == pytest.approx([0, 0.1, 0.2, 0.3])
+    assert _column(plan, "dropout") == [0.25] * 4
+    paper = progressive_plan(Recipe(train_size=64, dropout=0.4), 12, stages=4, mode="paper",
+                             min_image_size=32)
+    assert _column(paper, "image_size") == [32, 43, 53, 64]
+    assert _column(paper, "dropout") == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_small_train_size_uses_half_as_ibase():
+    # 128 would make images shrink; automl's fallback train_size / 2 is used instead.
+    plan = progressive_plan({"train_size": 64}, 4)
+    assert _column(plan, "image_size") == [40, 48, 56, 64]
+
+
+def test_variant_object_and_uneven_epochs():
+    from keras_effnet.variants import get_variant
+    plan = progressive_plan(get_variant("efficientnetv2-s"), 10, stages=3)
+    assert [(s.start_epoch, s.end_epoch) for s in plan] == [(0, 3), (3, 6), (6, 10)]
+    assert _column(plan, "image_size") == [185, 242, 300]
+    assert sum(s.epochs for s in plan) == 10
+
+
+def test_single_stage_is_plain_training_at_the_end_values():
+    (stage,) = progressive_plan("efficientnetv2-s", 5, stages=1)
+    assert (stage.start_epoch, stage.end_epoch, stage.image_size) == (0, 5, 300)
+    assert stage.randaug_magnitude == 5.0  # linspace(5, 10, 1) == [5], as numpy
+    (paper,) = progressive_plan("efficientnetv2-s", 5, stages=1, mode="paper")
+    assert paper.image_size == 128 and paper.dropout == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("epochs,stages", [(4, 4), (7, 3), (350, 4), (100, 7), (5, 2)])
+def test_stages_tile_the_run(epochs, stages):
+    plan = progressive_plan("efficientnetv2-m", epochs, stages)
+    assert plan[0].start_epoch == 0 and plan[-1].end_epoch == epochs
+    for a, b in zip(plan, plan[1:]):
+        assert a.end_epoch == b.start_epoch and a.epochs >= 1
+        assert a.image_size <= b.image_size
+
+
+def test_stage_is_frozen_and_serialisable():
+    stage = progressive_plan("efficientnetv2-s", 8)[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stage.image_size = 1
+    assert Stage(**stage.to_dict()) == stage
+    assert "171px" in stage.describe(4) and "Stage 1/4" in stage.describe(4)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(epochs=3, stages=4), "epochs must be >= stages"),
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(epochs=10, stages=0), "stages must be an integer >= 1"),
+    (dict(epochs=10, stages=2.5), "stages must be an integer"),
+    (dict(epochs=10, mode="fast"), "mode must be one of"),
+    (dict(epochs=10, min_image_size=400), "min_image_size must be <= the final image size"),
+    (dict(epochs=10, min_image_size=0), "min_image_size must be an integer >= 1"),
+])
+def test_bad_arguments_raise_clear_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        progressive_plan("efficientnetv2-s", **kwargs)
+
+
+def test_bad_model_and_recipe_errors():
+    with pytest.raises(ValueError, match="Unknown model 'efficientnetv2-q'"):
+        progressive_plan("efficientnetv2-q", 10)
+    with pytest.raises(ValueError, match="needs train_size"):
+        progressive_plan({"randaug": 5}, 10)
+    with pytest.raises(ValueError, match=r"Unknown recipe field\(s\) \['size'\]"):
+        progressive_plan({"train_size": 64, "size": 3}, 10)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        Recipe(train_size=64, dropout=1.5)
+    with pytest.raises(TypeError, match="model_name_or_recipe"):
+        progressive_plan(3.5, 10)
+
+
+def test_module_is_pure_python():
+    # The plan must be importable and computable without TensorFlow (docs, configs).
+    import subprocess
+    import sys
+    code = ("import sys; from keras_effnet.train.progressive import progressive_plan; "
+            "progressive_plan({'train_size': 64}, 8); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert P.MODES == ("automl", "paper")

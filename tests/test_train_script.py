@@ -1,0 +1,121 @@
+"""scripts/train.py as a user runs it: errors, kill -9 and Ctrl-C, resume, outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_trainer_support import TINY_ARCH
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "train.py"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bogus=1"], "error: Unknown command line flag 'bogus' (see --helpfull)"),
+    (["--model=efficientnetv2-q"], "error: Unknown model 'efficientnetv2-q'. Did you mean"),
+    (["--dataset=folder"], "error: --dataset=folder needs --data_dir="),
+    (["--dataset=folder", "--data_dir=/no/such/dir"],
+     "error: --data_dir=/no/such/dir does not exist or is not a directory"),
+    (["--epochs=2", "--stages=3"], "error: stages (3) must be <= epochs (2)"),
+    (["--dataset=imagenet"], "error: unknown --dataset='imagenet'"),
+    (["--batch_size=0"], "error: batch_size must be an integer >= 1"),
+])
+def test_mistakes_print_one_line_and_exit_2(args, message):
+    result = _run(*args, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_empty_dataset_is_a_one_line_error(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    result = _run("--dataset=folder", f"--data_dir={tmp_path}",
+                  f"--model_dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "No readable images" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _start(args):
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+
+
+def _wait_for(proc, predicate, timeout=400):
+    """Read the process' output until a line satisfies predicate; returns all lines."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if predicate(line):
+            return lines
+    proc.kill()
+    raise AssertionError("never saw the expected line:\n" + "\n".join(lines[-40:]))
+
+
+@pytest.mark.slow
+def test_kill_9_then_ctrl_c_then_finish(tmp_path):
+    model_dir = tmp_path / "run"
+    args = [f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8", "--epochs=2",
+            "--stages=2", "--batch_size=16", "--checkpoint_every_steps=10",
+            f"--model_dir={model_dir}", "--eval_every_epochs=0"]
+    steps_per_epoch = 1438 // 16  # the digits split: 1438 train / 359 held-out
+
+    # 1. kill -9 right after the first checkpoint.
+    first = _start(args)
+    _wait_for(first, lambda line: line.startswith("Saved checkpoint"))
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    state = (model_dir / "checkpoints" / "checkpoint").read_text()
+    assert "ckpt-1" in state
+
+    # 2. The same command resumes; Ctrl-C after its next checkpoint saves and exits 130.
+    second = _start(args)
+    lines = _wait_for(second, lambda line: line.startswith("Saved checkpoint"))
+    resumed = [line for line in lines if line.startswith("Resumed from")]
+    assert resumed and "ckpt-1" in resumed[0] and "step 10," in resumed[0], lines
+    second.send_signal(signal.SIGINT)
+    rest, _ = second.communicate(timeout=120)
+    assert second.returncode == 130, rest
+    assert "Interrupted: checkpoint saved" in rest
+    saved = [line for line in rest.splitlines() if "(interrupted;" in line]
+    assert saved, rest
+    interrupted_step = int(saved[0].split("step ")[1].split(",")[0])
+    assert 20 <= interrupted_step < 2 * steps_per_epoch
+
+    # 3. Again: resumes at the interrupted step and finishes the run.
+    third = _run(*args, timeout=600)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert f"step {interrupted_step}," in next(
+        line for line in third.stdout.splitlines() if line.startswith("Resumed from"))
+    assert "Stage 2/2" in third.stdout and "Held-out top-1" in third.stdout
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 2 * steps_per_epoch and metrics["epochs_completed"] == 2
+    config = json.loads((model_dir / "config.json").read_text())
+    assert {"model", "dataset", "data_dir", "eval_image_size", "num_classes"} <= set(config)
+    assert config["dataset"] == "digits" and config["num_classes"] == 10
+    assert config["eval_image_size"] == 16
+    assert (model_dir / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    for name in ("final_model.keras", "training_curves.png"):
+        assert (model_dir / name).stat().st_size > 0
+    last = third.stdout.strip().splitlines()[-1]
+    assert last.startswith("top-1 ") and "held-out images" in last

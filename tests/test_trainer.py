@@ -1,0 +1,193 @@
+"""The trainer, in process, with a tiny model and an in-memory source."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from test_trainer_support import ArraySource, model_weights, tiny_config
+
+from keras_effnet.train import NonFiniteLossError, TrainConfig, Trainer, train
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """One 4-epoch, 2-stage paper-mode run (dropout 0.1 -> 0.5) shared by several tests."""
+    model_dir = tmp_path_factory.mktemp("paper_run")
+    source = ArraySource(num_train=64, num_val=24)
+    config = tiny_config(model_dir, epochs=4, progressive_mode="paper", dropout=0.5,
+                         checkpoint_every_steps=3)
+    logs = []
+    trainer = Trainer(config, source=source, log=logs.append)
+    result = trainer.run()
+    return trainer, result, source, logs, model_dir
+
+
+def test_stages_get_their_own_dataset_and_dropout(paper_run):
+    trainer, result, source, logs, _ = paper_run
+    plan = trainer.plan
+    assert [(s.image_size, s.dropout) for s in plan] == [(8, pytest.approx(0.1)),
+                                                         (16, pytest.approx(0.5))]
+    # A new dataset per epoch, at the stage's size, from the (seed, epoch) order.
+    assert [(c["epoch"], c["image_size"]) for c in source.calls] == [
+        (0, 8), (1, 8), (2, 16), (3, 16)]
+    assert all(c["batch_size"] == 8 and c["seed"] == 0 for c in source.calls)
+    # The step function was traced with each stage's rate: dropout really changed.
+    rates = sorted({round(rate, 6) for rate, _ in trainer.traces})
+    assert rates == [0.1, 0.5]
+    assert [round(r, 6) for r, shape in trainer.traces if shape[1] == 16] == [0.5] * len(
+        [1 for _, shape in trainer.traces if shape[1] == 16])
+    assert trainer.model.get_layer("top_dropout").rate == pytest.approx(0.5)
+    assert [h["image_size"] for h in result.history] == [8, 8, 16, 16]
+    assert [h["stage"] for h in result.history] == [0, 0, 1, 1]
+    banners = [line for line in logs if "Stage " in line and "image" in line]
+    assert len(banners) == 2 and "image 16px" in banners[1] and "dropout 0.50" in banners[1]
+
+
+def test_schedule_optimizer_and_ema_carry_across_stages(paper_run):
+    trainer, result, *_ = paper_run
+    assert result.steps == 4 * 8 == int(trainer.optimizer.iterations)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1]  # one decaying schedule
+    from keras_effnet.train import learning_rate
+    assert lrs[-1] == pytest.approx(learning_rate(32, **trainer.schedule_kwargs), rel=1e-5)
+
+
+def test_outputs_in_model_dir(paper_run):
+    trainer, result, source, logs, model_dir = paper_run
+    names = set(os.listdir(model_dir))
+    assert {"final_model.keras", "labels.txt", "config.json", "metrics.json",
+            "training_curves.png", "checkpoints", "logs"} <= names
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model"] == trainer.config.model
+    assert config["dataset"] == "array" and config["data_dir"] is None
+    assert config["eval_image_size"] == 16 and config["num_classes"] == 4
+    assert config["train_config"]["epochs"] == 4 and len(config["plan"]) == 2
+    assert (model_dir / "labels.txt").read_text().split() == source.class_names
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert len(metrics["history"]) == 4 and metrics["steps"] == 32
+    assert metrics["final"]["count"] == 24 and 0 <= metrics["final"]["top1"] <= 1
+    assert (model_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = [f for d in ("train", "eval") for f in os.listdir(model_dir / "logs" / d)]
+    assert len(events) == 2 and all(f.startswith("events.out.tfevents") for f in events)
+    assert any("Held-out top-1" in line for line in logs)
+    assert any(line.startswith("stage") and "val top-1" in line for line in
+               "\n".join(logs).splitlines())
+
+
+def test_tensorboard_scalars_are_readable(paper_run):
+    import tensorflow as tf
+    *_, model_dir = paper_run
+    train_dir = model_dir / "logs" / "train"
+    (event_file,) = list(train_dir.iterdir())
+    tags = set()
+    for raw in tf.data.TFRecordDataset(str(event_file)):
+        event = tf.compat.v1.Event.FromString(raw.numpy())
+        for value in event.summary.value:
+            assert value.metadata.plugin_data.plugin_name == "scalars"
+            tags.add(value.tag)
+    assert {"loss", "learning_rate", "image_size", "dropout", "accuracy"} <= tags
+
+
+def test_final_model_holds_the_ema_weights(paper_run):
+    import keras
+    trainer, result, *_, model_dir = paper_run
+    reloaded = keras.models.load_model(model_dir / "final_model.keras")
+    averages = [np.array(v) for v in trainer.ema.averages]
+    floats = [np.array(v) for v in reloaded.weights if "float" in str(v.dtype)]
+    assert len(floats) == len(averages)
+    for a, b in zip(floats, averages):
+        np.testing.assert_allclose(a, b, rtol=0, atol=0)
+    # The EMA really is an average: it differs from the last raw step.
+    assert result.raw_top1 is not None
+    x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_step_checkpoints_and_rerun_of_a_finished_run(paper_run):
+    trainer, result, source, logs, model_dir = paper_run
+    saves = [line for line in logs if line.startswith("Saved checkpoint")]
+    assert any("every 3 steps" in line for line in saves)
+    assert sum("end of epoch" in line for line in saves) == 4
+    # The same command again: nothing left to train, it restores and evaluates.
+    again = Trainer(trainer.config, source=ArraySource(num_train=64, num_val=24),
+                    log=lambda _: None).run()
+    assert again.resumed_from and again.steps == result.steps
+    assert again.top1 == pytest.approx(result.top1)
+
+
+def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
+    # Run A straight through; run B stops after 5 steps (mid-epoch 1 of 8-step epochs)
+    # and is resumed by the same call. Same data position, LR, optimizer, EMA, RNG ->
+    # the same weights.
+    config_a = tiny_config(tmp_path / "a", epochs=2, dropout=0.3)
+    a = train(config_a, source=ArraySource(), log=lambda _: None)
+    config_b = tiny_config(tmp_path / "b", epochs=2, dropout=0.3)
+    first = train(config_b, source=ArraySource(), log=lambda _: None, max_train_steps=5)
+    assert first.steps == 5 and first.epochs_completed == 0
+    source = ArraySource()
+    logs = []
+    b = train(config_b, source=source, log=logs.append)
+    assert b.resumed_from and b.steps == a.steps == 16
+    assert any("Resumed from" in line and "step 5" in line and "batch 5" in line
+               for line in logs)
+    # The resumed epoch skipped the 5 consumed batches of epoch 0's order.
+    assert source.calls[0]["epoch"] == 0
+    for wa, wb in zip(model_weights(a.model), model_weights(b.model)):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    import tensorflow as tf
+    source = ArraySource(nan_batch=(1, 2))  # epoch 1, batch 2 is NaN
+    config = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 11 \(epoch 2"):
+        train(config, source=source, log=lambda _: None)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("ckpt-1")  # end of epoch 1: nothing saved after the NaN
+    values = [tf.train.load_variable(latest, name) for name, _ in
+              tf.train.list_variables(latest) if "model/" in name]
+    assert values and all(np.all(np.isfinite(v)) for v in values
+                          if np.issubdtype(np.asarray(v).dtype, np.floating))
+
+
+def test_absurd_learning_rate_is_caught(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, learning_rate=1e30, warmup_epochs=0,
+                         ema_decay=0.0)
+    with pytest.raises(NonFiniteLossError, match="Lower --learning_rate"):
+        train(config, source=ArraySource(), log=lambda _: None)
+
+
+def test_config_validation_errors(tmp_path):
+    with pytest.raises(ValueError, match="stages .* must be <= epochs"):
+        TrainConfig(epochs=2, stages=4).validate()
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        TrainConfig(strategy="gpu").validate()
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        TrainConfig(batch_size=0).validate()
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        Trainer(tiny_config(tmp_path, batch_size=128), source=ArraySource())
+    with pytest.raises(ValueError, match="Unknown model 'efficientnetv2-zz'"):
+        Trainer(tiny_config(tmp_path, model="efficientnetv2-zz"), source=ArraySource())
+
+
+def test_resuming_with_different_flags_is_refused(tmp_path):
+    train(tiny_config(tmp_path, max_train_steps=2), source=ArraySource(), log=lambda _: None)
+    with pytest.raises(ValueError, match="holds a checkpoint of a different run"):
+        train(tiny_config(tmp_path, image_size=12), source=ArraySource(), log=lambda _: None)
+
+
+def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
+    # No training: the resolution the no-flag main job relies on.
+    class Digits(ArraySource):
+        name = "digits"
+    trainer = Trainer(TrainConfig(model_dir=str(tmp_path)),
+                      source=Digits(num_train=128, num_val=8, classes=10))
+    assert trainer.variant.name == "efficientnetv2-b0-w0.5-d0.5"
+    assert [s.image_size for s in trainer.plan][-1] == 64
+    assert trainer.plan[0].image_size == 40 and trainer.eval_image_size == 64
+    assert trainer.schedule_kwargs["base_lr"] == pytest.approx(0.004)
+    explicit = Trainer(TrainConfig(model="efficientnetv2-s", model_dir=str(tmp_path)),
+                       source=Digits(num_train=128, num_val=8, classes=10))
+    assert explicit.variant.name == "efficientnetv2-s"  # only the default model is shrunk
