@@ -36,6 +36,8 @@ flags.DEFINE_list("quantize", ["none"], "TFLite flavours: none, float16, dynamic
 flags.DEFINE_float("prune", 0.0, "Target sparsity (e.g. 0.5): prune + fine-tune, then write "
                    "sparse TFLite files. 0 = no pruning.")
 flags.DEFINE_integer("prune_epochs", 2, "Fine-tuning epochs while pruning.")
+flags.DEFINE_integer("prune_steps", None, "Fine-tuning steps per epoch (default: one pass "
+                     "over the training split).")
 flags.DEFINE_float("prune_learning_rate", 1e-4, "Fine-tuning learning rate (Adam).")
 flags.DEFINE_enum("prune_policy", "magnitude", ["magnitude", "xnnpack"],
                   "xnnpack: 1x1 convolutions only, model in XNNPACK sparse-inference form.")
@@ -61,7 +63,7 @@ def config_from_flags() -> ExportConfig:
     return ExportConfig(
         model_dir=FLAGS.model_dir, model=FLAGS.model, num_classes=FLAGS.num_classes,
         formats=parse_list(FLAGS.formats), quantize=parse_list(FLAGS.quantize),
-        prune=FLAGS.prune, prune_epochs=FLAGS.prune_epochs,
+        prune=FLAGS.prune, prune_epochs=FLAGS.prune_epochs, prune_steps=FLAGS.prune_steps,
         prune_learning_rate=FLAGS.prune_learning_rate, prune_policy=FLAGS.prune_policy,
         serve_pruned=FLAGS.serve_pruned, saved_models=FLAGS.saved_models,
         tflite_dir=FLAGS.tflite_dir, model_name=FLAGS.model_name, version=FLAGS.version,

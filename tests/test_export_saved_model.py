@@ -28,15 +28,22 @@ def _env() -> dict:
     return env
 
 
+def _fake_write(model, spec, path, *args):
+    """Stands in for the slow SavedModel write: a plausible version directory."""
+    (path / "variables").mkdir()
+    (path / "saved_model.pb").write_bytes(b"fake")
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(base dir, Keras model, first export, second export) of the tiny model."""
+    """(base dir, Keras model, real export v1, stand-in export v2) of the tiny model."""
     base = tmp_path_factory.mktemp("serving") / "saved_models"
     model = tiny_model(size=None)
     first = saved_model.export_saved_model(model, base, class_names=CLASS_NAMES, image_size=32,
                                            top_k=3)
-    second = saved_model.export_saved_model(model, base, class_names=CLASS_NAMES,
-                                            image_size=32, top_k=3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(saved_model, "_write_version", _fake_write)
+        second = saved_model.export_saved_model(model, base, image_size=32)
     return base, model, first, second
 
 
@@ -55,12 +62,12 @@ def test_versioned_layout_and_serving_files(exported):
     base, _, first, second = exported
     assert (first.version, second.version) == (1, 2)
     assert first.path == base / "tiny" / "1" and second.path == base / "tiny" / "2"
-    for export in (first, second):
-        assert (export.path / "saved_model.pb").is_file()
-        assert (export.path / "variables").is_dir()
-        assert (export.path / "assets" / "labels.txt").read_text().splitlines() == CLASS_NAMES
-        assert (export.path / "assets.extra" / "tf_serving_warmup_requests").is_file()
-        assert export.size_bytes > 0
+    assert (first.path / "saved_model.pb").is_file() and (first.path / "variables").is_dir()
+    assert (first.path / "assets" / "labels.txt").read_text().splitlines() == CLASS_NAMES
+    assert (first.path / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    info = json.loads((first.path / "assets.extra" / "keras_effnet_export.json").read_text())
+    assert info["image_size"] == 32 and info["classes"] == 10 and info["top_k"] == 3
+    assert first.size_bytes > 0
     assert not list((base / "tiny").glob(".tmp-*"))
 
     from tensorflow_serving.config import model_server_config_pb2
@@ -94,7 +101,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
 
 @pytest.mark.slow
 def test_fresh_process_matches_keras(exported, tmp_path):
-    _, model, _, second = exported
+    _, model, first, _ = exported
     jpeg = saved_model.sample_image_bytes()
     (tmp_path / "photo.jpg").write_bytes(jpeg)
     pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
@@ -113,7 +120,7 @@ def test_fresh_process_matches_keras(exported, tmp_path):
                  labels=served["labels"].numpy(), classes=served["classes"].numpy(),
                  direct=direct["probabilities"].numpy())
     """)
-    subprocess.run([sys.executable, "-c", script, str(second.path), str(tmp_path)],
+    subprocess.run([sys.executable, "-c", script, str(first.path), str(tmp_path)],
                    env=_env(), check=True, timeout=300, capture_output=True)
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
     np.testing.assert_allclose(out["direct"], model.predict(pixels, verbose=0), atol=1e-5)
@@ -207,12 +214,6 @@ def test_existing_version_is_never_overwritten(exported):
     assert sorted(p.name for p in first.path.rglob("*")) == before
 
 
-def _fake_write(model, spec, path, *args):
-    """Stands in for the slow SavedModel write: a plausible version directory."""
-    (path / "variables").mkdir()
-    (path / "saved_model.pb").write_bytes(b"fake")
-
-
 def test_failed_export_leaves_no_version(tmp_path, monkeypatch):
     def write_then_fail(model, spec, path, *args):
         _fake_write(model, spec, path)
@@ -233,13 +234,15 @@ def test_killed_export_leaves_no_version(tmp_path, monkeypatch):
     script = textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from keras_effnet.export import saved_model, serving_config
+        from keras_effnet.export import saved_model
         import test_export_support
         base, marker = sys.argv[1:]
-        def stall(*args, **kwargs):  # the SavedModel is written; warmup never finishes
+        def write_slowly(model, spec, path, *args):  # killed half-way through
+            (path / "variables").mkdir()
+            (path / "saved_model.pb").write_bytes(b"half")
             Path(marker).write_text("x")
             time.sleep(600)
-        serving_config.write_warmup_requests = stall
+        saved_model._write_version = write_slowly
         saved_model.export_saved_model(test_export_support.tiny_model(), base)
     """)
     env = _env()
@@ -250,7 +253,7 @@ def test_killed_export_leaves_no_version(tmp_path, monkeypatch):
         deadline = time.time() + 300
         while not marker.exists() and process.poll() is None and time.time() < deadline:
             time.sleep(0.2)
-        assert marker.exists(), "the exporter never reached the warmup step"
+        assert marker.exists(), "the exporter never started writing"
         (tmp,) = (tmp_path / "tiny").glob(".tmp-1-*")
         assert (tmp / "saved_model.pb").is_file()  # half-written version, hidden
         assert not (tmp_path / "tiny" / "1").exists()

@@ -66,3 +66,21 @@ def trained_lite(epochs: int = 6):
 
 def top1(probabilities, labels) -> float:
     return float(np.mean(np.argmax(probabilities, -1) == labels))
+
+
+def make_run_dir(path, model, variant, eval_image_size: int, dataset: str = "digits",
+                 class_names=None):
+    """A directory laid out like a finished training run (the trainer's contract)."""
+    import json
+    from pathlib import Path
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / "final_model.keras")
+    classes = int(model.output_shape[-1])
+    class_names = class_names or [str(i) for i in range(classes)]
+    (path / "labels.txt").write_text("\n".join(class_names) + "\n")
+    (path / "config.json").write_text(json.dumps({
+        "model": variant.name, "variant": variant.to_dict(), "dataset": dataset,
+        "data_dir": None, "eval_image_size": eval_image_size, "num_classes": classes,
+        "class_names": class_names}))
+    return path

@@ -101,7 +101,7 @@ def test_int8_needs_enough_representative_images():
 
 
 def test_write_tflite_is_atomic_and_never_overwrites(tmp_path):
-    content = _tiny_tflite()
+    content = _tiny_tflite("none")
     path = tmp_path / "m" / "model.tflite"
     written = tflite.write_tflite(content, path, "none")
     assert path.read_bytes() == content and written.size_bytes == len(content)

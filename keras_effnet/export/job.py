@@ -44,7 +44,8 @@ class ExportConfig:
         quantize: TFLite modes to write (``none``, ``float16``, ``dynamic``, ``int8``).
         prune: target sparsity (0 = no pruning); prunes, fine-tunes, then writes sparse
             TFLite files. ``serve_pruned`` also serves the pruned weights.
-        prune_epochs, prune_learning_rate, prune_policy: the fine-tuning.
+        prune_epochs, prune_steps, prune_learning_rate, prune_policy: the fine-tuning
+            (``prune_steps``: steps per epoch, default one pass over the training split).
         saved_models: TF-Serving base directory; tflite_dir: where TFLite files go.
         model_name, version: default the run's variant name and the next free version.
         dataset, data_dir: held-out data for accuracy (default: the run's).
@@ -62,6 +63,7 @@ class ExportConfig:
     quantize: tuple[str, ...] = ("none",)
     prune: float = 0.0
     prune_epochs: int = 2
+    prune_steps: int | None = None
     prune_learning_rate: float = 1e-4
     prune_policy: str = "magnitude"
     serve_pruned: bool = False
@@ -144,6 +146,8 @@ class ExportConfig:
                               f"{self.prune_policy!r}")
         if self.prune_epochs < 1:
             raise ExportError(f"--prune_epochs must be >= 1; got {self.prune_epochs}")
+        if self.prune_steps is not None and self.prune_steps < 1:
+            raise ExportError(f"--prune_steps must be >= 1; got {self.prune_steps}")
         if self.version is not None and self.version < 1:
             raise ExportError(f"--version must be a positive integer; got {self.version}")
         if "int8" in self.quantize and self.representative_images < 100:
@@ -354,9 +358,12 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
             f"{config.prune_epochs} epochs ...")
         train = source.train_dataset(image_size=image_size, batch_size=32,
                                      randaug_magnitude=None)
+        if config.prune_steps:
+            train = train.repeat()
         result = prune_lib.prune(
             model, train, prune_lib.PruneConfig(
                 target_sparsity=config.prune, epochs=config.prune_epochs,
+                steps_per_epoch=config.prune_steps,
                 learning_rate=config.prune_learning_rate, policy=config.prune_policy),
             variant=variant, image_size=image_size)
         pruned, sparsity = result.model, result.sparsity
@@ -411,8 +418,10 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
                 dense = tflite_lib.convert(dense_model, mode, image_size=image_size,
                                            representative_images=calibration)
                 ratio = tflite_lib.gzipped_size(dense) / written.gzipped_bytes
-                notes = (f"dense gzipped {_mb(tflite_lib.gzipped_size(dense))}: "
-                         f"{ratio:.2f}x smaller")
+                encoding = ("sparse encoding" if written.sparse else
+                            "dense encoding (XNNPACK cannot load this one sparse)")
+                notes = (f"{encoding}; unpruned gzipped {_mb(tflite_lib.gzipped_size(dense))}:"
+                         f" {ratio:.2f}x smaller")
             runner = tflite_lib.LiteRunner(content)
             predictions, _ = _predict_all(runner.predict, held_out())
             artifacts.append(Artifact(

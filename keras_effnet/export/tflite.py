@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 __all__ = ["QUANTIZE_MODES", "MIN_REPRESENTATIVE_IMAGES", "TFLiteExport", "LiteRunner",
            "convert", "write_tflite", "gzipped_size", "top1_agreement", "top1_accuracy",
            "sparsity_encoded"]
+
+logger = logging.getLogger("keras_effnet.export")
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Calibration needs enough images to see each activation's range; the TFLite guide's
@@ -67,14 +70,15 @@ def convert(model: Any, quantize: str = "none", *, image_size: int | None = None
         representative_images: for ``int8``: at least 100 float32 ``[H, W, 3]`` images
             in [0, 255] from the training data, at ``image_size``.
         sparsity: encode zero-rich weights sparsely (``Optimize.EXPERIMENTAL_SPARSITY``),
-            for pruned models.
+            for pruned models. XNNPACK (the default CPU delegate of TFLite and
+            ai-edge-litert) rejects some quantised sparse kernels (dynamic-range convs,
+            int8 fully-connected) at ``allocate_tensors``; when the result does not load
+            with XNNPACK, the model is converted again without sparse encoding (its zeros
+            still compress) and a warning is logged. :func:`sparsity_encoded` tells.
         int8_io: for ``int8``, uint8 input and output tensors (integer-only
             accelerators); by default input and output stay float32.
         batch_size: static batch size (1 for on-device use) or None for dynamic.
     """
-    import keras
-    import tensorflow as tf
-
     _check_quantize(quantize)
     size = _image_size(model, image_size)
     calibration = None
@@ -92,6 +96,8 @@ def convert(model: Any, quantize: str = "none", *, image_size: int | None = None
                              f"representative images. Received: {len(calibration)}")
     elif int8_io:
         raise ValueError("int8_io applies only to quantize='int8'.")
+    import keras
+    import tensorflow as tf
 
     def serve(images):
         return {"probabilities": tf.cast(model(images, training=False), tf.float32)}
@@ -102,26 +108,50 @@ def convert(model: Any, quantize: str = "none", *, image_size: int | None = None
         archive.add_endpoint("serving_default", serve, input_signature=[
             tf.TensorSpec([batch_size, size, size, 3], tf.float32, name="images")])
         archive.write_out(work, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            work, signature_keys=["serving_default"])
-        optimizations = []
-        if quantize != "none":
-            optimizations.append(tf.lite.Optimize.DEFAULT)
-        if sparsity:
-            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-        converter.optimizations = optimizations
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            def representative_dataset():
-                for image in calibration:
-                    yield [image[None]]
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                converter.inference_input_type = tf.uint8
-                converter.inference_output_type = tf.uint8
-        return converter.convert()
+        content = _convert(work, quantize, calibration, sparsity, int8_io)
+        if sparsity and not _loads_with_xnnpack(content):
+            logger.warning("The sparse-encoded %s model does not load with XNNPACK; "
+                           "converting it with dense encoding instead.", quantize)
+            content = _convert(work, quantize, calibration, False, int8_io)
+    return content
+
+
+def _loads_with_xnnpack(content: bytes) -> bool:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - cannot check without the runtime
+        return True
+    try:
+        Interpreter(model_content=content).allocate_tensors()
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def _convert(saved_model_dir: str, quantize: str, calibration: np.ndarray | None,
+             sparsity: bool, int8_io: bool) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=["serving_default"])
+    optimizations = []
+    if quantize != "none":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparsity:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        def representative_dataset():
+            for image in calibration:
+                yield [image[None]]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.uint8
+    return converter.convert()
 
 
 def gzipped_size(content: bytes) -> int:

@@ -1,0 +1,156 @@
+"""Deployment figures for one architecture, on scikit-learn's digits (no download).
+
+    python -m keras_effnet.export.measure --model=efficientnet-lite0 --image_size=32
+    python -m keras_effnet.export.measure --model=efficientnetv2-b0 --sparsities=
+    python -m keras_effnet.export.measure --model=efficientnet-lite0 --xnnpack_latency_size=224
+
+Trains the model briefly with ``keras.Model.fit`` (so top-1 means something), then
+measures, on the 397 held-out digits:
+
+* float32 TFLite vs Keras: largest probability difference;
+* float16 / dynamic / int8 TFLite: top-1 agreement with the float32 TFLite, and top-1;
+* pruning at each sparsity (fine-tuned): smallest kernel sparsity of the pruned layers,
+  gzipped TFLite size dense / pruned, top-1 before and after;
+* with ``--xnnpack_latency_size``: ``PruneForLatencyOnXNNPack`` at the last sparsity and
+  dense vs pruned latency with ai-edge-litert's XNNPACK, interleaved in one run.
+
+Digits are 8x8 scans upscaled to ``image_size``, no crop; BatchNorm momentum is set to
+0.9 so a few hundred steps settle its statistics. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["digits_arrays", "measure"]
+
+
+def digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, held-out images, held-out labels): RGB float32 pixels
+    in [0, 255] at ``image_size``, a fixed 1400 / 397 split."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+    data = load_digits()
+    images = data.images.astype(np.float32)[..., None] * np.float32(255.0 / 16.0)
+    images = tf.image.resize(images, [image_size, image_size], method="bilinear").numpy()
+    images = np.repeat(np.clip(images, 0, 255), 3, axis=-1)
+    order = np.random.default_rng(0).permutation(len(images))
+    train, held_out = order[:1400], order[1400:]
+    labels = data.target.astype(np.int32)
+    return images[train], labels[train], images[held_out], labels[held_out]
+
+
+def _top1(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probabilities, -1) == labels))
+
+
+def measure(model: str, image_size: int = 32, epochs: int = 6,
+            sparsities: Sequence[float] = (0.5, 0.75), prune_epochs: int = 3,
+            quantize: Sequence[str] = ("float16", "dynamic", "int8"),
+            xnnpack_latency_size: int | None = None, seed: int = 0,
+            log=print) -> dict[str, Any]:
+    """The figures described in the module docstring, as a dict."""
+    import keras
+
+    from keras_effnet.builder import build, resolve_variant
+    from keras_effnet.export import prune as prune_lib
+    from keras_effnet.export import rewrite, tflite
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    variant = resolve_variant(model).replace(bn_momentum=0.9)
+    x, y, x_test, y_test = digits_arrays(image_size)
+    net = build(variant, classes=10, input_shape=(image_size, image_size, 3))
+    net.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy",
+                jit_compile=False)
+    net.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    keras_probabilities = net.predict(x_test, verbose=0)
+    result: dict[str, Any] = {"model": variant.name, "image_size": image_size,
+                              "params": int(net.count_params()), "epochs": epochs,
+                              "held_out": len(x_test),
+                              "keras_top1": _top1(keras_probabilities, y_test)}
+    log(f"trained {variant.name}: top-1 {result['keras_top1']:.2%}")
+
+    dense_float = tflite.convert(net)
+    float_probabilities = tflite.LiteRunner(dense_float).predict(x_test)
+    result["float32"] = {
+        "max_abs_diff_vs_keras": float(np.abs(float_probabilities - keras_probabilities).max()),
+        "top1": _top1(float_probabilities, y_test), "bytes": len(dense_float)}
+    for mode in quantize:
+        content = tflite.convert(net, mode, representative_images=x[:100])
+        probabilities = tflite.LiteRunner(content).predict(x_test)
+        result[mode] = {"agreement_with_float": tflite.top1_agreement(probabilities,
+                                                                      float_probabilities),
+                        "top1": _top1(probabilities, y_test), "bytes": len(content)}
+        log(f"{mode}: {result[mode]}")
+
+    result["pruning"] = {}
+    for target in sparsities:
+        pruned = prune_lib.prune(net, (x, y), prune_lib.PruneConfig(
+            target_sparsity=target, epochs=prune_epochs, learning_rate=5e-4), variant=variant)
+        sparse = tflite.convert(pruned.model, sparsity=True)
+        figures = {
+            "min_kernel_sparsity": pruned.min_sparsity, "pruned_layers": len(pruned.sparsity),
+            "gzip_dense": tflite.gzipped_size(dense_float),
+            "gzip_pruned": tflite.gzipped_size(sparse),
+            "top1_before": result["keras_top1"],
+            "top1_after": _top1(pruned.model.predict(x_test, verbose=0), y_test),
+            "tflite_top1_after": _top1(tflite.LiteRunner(sparse).predict(x_test), y_test)}
+        figures["gzip_ratio"] = figures["gzip_dense"] / figures["gzip_pruned"]
+        result["pruning"][str(target)] = figures
+        log(f"pruned {target:.0%}: {figures}")
+
+    if xnnpack_latency_size:
+        target = sparsities[-1] if sparsities else 0.75
+        pruned = prune_lib.prune(net, (x, y), prune_lib.PruneConfig(
+            target_sparsity=target, epochs=prune_epochs, learning_rate=5e-4,
+            policy="xnnpack"), variant=variant)
+        size = xnnpack_latency_size
+        dense_model = rewrite.to_xnnpack_form(net, input_size=size)
+        pruned_model = rewrite.replay(pruned.model, lambda *args: None, input_size=size)
+        dense = tflite.LiteRunner(tflite.convert(dense_model), num_threads=1)
+        sparse_content = tflite.convert(pruned_model, sparsity=True)
+        sparse = tflite.LiteRunner(sparse_content, num_threads=1)
+        image = np.random.default_rng(0).uniform(0, 255, (size, size, 3)).astype(np.float32)
+        dense_times, sparse_times = [], []
+        for _ in range(10):  # interleaved, so load changes hit both alike
+            dense_times += dense.latency(image, runs=10, warmup=2)
+            sparse_times += sparse.latency(image, runs=10, warmup=2)
+        result["xnnpack_latency"] = {
+            "sparsity": target, "image_size": size,
+            "min_kernel_sparsity": pruned.min_sparsity,
+            "sparse_encoded": tflite.sparsity_encoded(sparse_content),
+            "dense_ms": 1e3 * float(np.median(dense_times)),
+            "pruned_ms": 1e3 * float(np.median(sparse_times)),
+            "ratio": float(np.median(dense_times) / np.median(sparse_times))}
+        log(f"xnnpack latency: {result['xnnpack_latency']}")
+    result["wall_s"] = round(time.time() - started, 1)
+    return result
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"error: unexpected arguments {argv[1:]}")
+    result = measure(FLAGS.model, image_size=FLAGS.image_size, epochs=FLAGS.epochs,
+                     sparsities=[float(s) for s in FLAGS.sparsities],
+                     prune_epochs=FLAGS.prune_epochs,
+                     xnnpack_latency_size=FLAGS.xnnpack_latency_size)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    flags.DEFINE_string("model", "efficientnet-lite0", "Variant name or block strings.")
+    flags.DEFINE_integer("image_size", 32, "Digits are upscaled to this size.")
+    flags.DEFINE_integer("epochs", 6, "Training epochs before measuring.")
+    flags.DEFINE_list("sparsities", ["0.5", "0.75"], "Pruning targets.")
+    flags.DEFINE_integer("prune_epochs", 3, "Fine-tuning epochs while pruning.")
+    flags.DEFINE_integer("xnnpack_latency_size", None, "Also measure XNNPACK latency of a "
+                         "PruneForLatencyOnXNNPack model at this size (lite variants).")
+    app.run(main)
