@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 from absl import app, flags  # noqa: E402
 
-from keras_effnet.train.trainer import DEFAULT_MODEL, TrainConfig  # noqa: E402
+from keras_effnet.train.trainer import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
 _DEFAULTS = TrainConfig()
@@ -73,8 +73,10 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of initialisation, data order
 flags.DEFINE_float("learning_rate", None, "Peak learning rate (default 0.016 * batch / 256).")
 flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, ["exponential", "cosine"],
                   "Decay after the linear warm-up.")
-flags.DEFINE_float("warmup_epochs", None, "Warm-up length (default: 5 epochs, scaled by "
-                   "epochs/350 for shorter runs).")
+flags.DEFINE_float("warmup_epochs", None, "Linear warm-up length (default: the recipe's 5 "
+                   "epochs, or a tenth of a shorter run, at least 1).")
+flags.DEFINE_float("decay_epochs", _DEFAULTS.decay_epochs, "Exponential decay: x0.97 every "
+                   "this many epochs.")
 flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "L2 on kernels (not BN, biases).")
 flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing.")
 flags.DEFINE_float("ema_decay", _DEFAULTS.ema_decay, "Weight EMA decay (0: off).")
@@ -90,7 +92,7 @@ _CONFIG_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs", "batch_s
                  "stages", "progressive_mode", "image_size", "min_image_size",
                  "eval_image_size", "width", "depth", "dropout", "strategy", "tpu",
                  "mixed_precision", "max_train_steps", "checkpoint_every_steps", "seed",
-                 "learning_rate", "lr_schedule", "warmup_epochs", "weight_decay",
+                 "learning_rate", "lr_schedule", "warmup_epochs", "decay_epochs", "weight_decay",
                  "label_smoothing", "ema_decay", "sync_batchnorm", "eval_every_epochs",
                  "verbose")
 
@@ -151,6 +153,8 @@ def _export(model_dir: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         return _fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (saver timings)
     config = config_from_flags()
     try:
         check_request(config)
@@ -170,8 +174,7 @@ def main(argv: list[str]) -> int:
         return 130
     if result.top1 is not None:
         print(f"top-1 {result.top1:.4f} on {result.eval_count} held-out images "
-              f"({DEFAULT_MODEL if config.model == DEFAULT_MODEL else config.model}, "
-              f"{result.wall_time_s:.0f}s)")
+              f"({result.model_name}, {result.wall_time_s:.0f}s)")
     if FLAGS.export:
         return _export(result.model_dir)
     return 0

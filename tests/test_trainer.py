@@ -121,9 +121,9 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     # Run A straight through; run B stops after 5 steps (mid-epoch 1 of 8-step epochs)
     # and is resumed by the same call. Same data position, LR, optimizer, EMA, RNG ->
     # the same weights.
-    config_a = tiny_config(tmp_path / "a", epochs=2, dropout=0.3)
+    config_a = tiny_config(tmp_path / "a", epochs=2, dropout=0.3, eval_every_epochs=0)
     a = train(config_a, source=ArraySource(), log=lambda _: None)
-    config_b = tiny_config(tmp_path / "b", epochs=2, dropout=0.3)
+    config_b = tiny_config(tmp_path / "b", epochs=2, dropout=0.3, eval_every_epochs=0)
     first = train(config_b, source=ArraySource(), log=lambda _: None, max_train_steps=5)
     assert first.steps == 5 and first.epochs_completed == 0
     source = ArraySource()
@@ -141,7 +141,7 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     import tensorflow as tf
     source = ArraySource(nan_batch=(1, 2))  # epoch 1, batch 2 is NaN
-    config = tiny_config(tmp_path, epochs=2)
+    config = tiny_config(tmp_path, epochs=2, eval_every_epochs=0)
     with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 11 \(epoch 2"):
         train(config, source=source, log=lambda _: None)
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
@@ -154,9 +154,24 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_absurd_learning_rate_is_caught(tmp_path):
     config = tiny_config(tmp_path, epochs=2, learning_rate=1e30, warmup_epochs=0,
-                         ema_decay=0.0)
+                         ema_decay=0.0, eval_every_epochs=0)
     with pytest.raises(NonFiniteLossError, match="Lower --learning_rate"):
         train(config, source=ArraySource(), log=lambda _: None)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16"])
+def test_mixed_precision(tmp_path, precision):
+    import keras
+    trainer = Trainer(tiny_config(tmp_path, mixed_precision=precision, max_train_steps=3,
+                                  eval_every_epochs=0), source=ArraySource(),
+                      log=lambda _: None)
+    result = trainer.run()
+    assert result.steps == 3 and np.isfinite(result.loss)
+    assert trainer.model.get_layer("stem_conv").compute_dtype == precision.split("_")[1]
+    assert trainer.model.get_layer("predictions").compute_dtype == "float32"
+    loss_scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert loss_scaled == (precision == "mixed_float16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after
 
 
 def test_config_validation_errors(tmp_path):
@@ -188,6 +203,39 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
     assert [s.image_size for s in trainer.plan][-1] == 64
     assert trainer.plan[0].image_size == 40 and trainer.eval_image_size == 64
     assert trainer.schedule_kwargs["base_lr"] == pytest.approx(0.004)
+    assert trainer.schedule_kwargs["warmup_epochs"] == pytest.approx(1.2)  # 12 epochs / 10
+    assert trainer.schedule_kwargs["decay_epochs"] == 2.4
     explicit = Trainer(TrainConfig(model="efficientnetv2-s", model_dir=str(tmp_path)),
                        source=Digits(num_train=128, num_val=8, classes=10))
     assert explicit.variant.name == "efficientnetv2-s"  # only the default model is shrunk
+
+
+def test_top_k_counts_ties_like_argmax():
+    import tensorflow as tf
+
+    from keras_effnet.train.trainer import _rank_of_target
+    probs = tf.constant([[0.25] * 4, [0.25] * 4, [0.1, 0.5, 0.3, 0.1], [0.1, 0.5, 0.3, 0.1]])
+    target = tf.constant([0, 2, 2, 3])
+    # A uniform output is right only for class 0 (argmax's choice), not for all classes.
+    assert _rank_of_target(probs, target).numpy().tolist() == [0, 2, 1, 3]
+
+
+def test_strategy_and_precision_resolution(monkeypatch):
+    import tensorflow as tf
+
+    from keras_effnet.train import strategy as S
+    default = S.resolve_strategy("default")
+    assert default is tf.distribute.get_strategy() and S.is_chief(default)
+    assert S.resolve_strategy("auto").num_replicas_in_sync == 1
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        S.resolve_strategy("multi_worker")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        S.resolve_strategy("gpu")
+    assert S.resolve_precision("auto", default) == "float32"  # CPU
+    assert S.resolve_precision("mixed_bfloat16", default) == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        S.resolve_precision("fp8", default)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        S.resolve_strategy("auto")

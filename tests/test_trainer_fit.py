@@ -1,0 +1,70 @@
+"""fit_progressive: progressive learning around a user's own model.fit."""
+
+import pytest
+
+from test_trainer_support import TINY_ARCH, ArraySource
+
+from keras_effnet.train import fit_progressive, progressive_plan
+
+
+def test_fit_progressive_runs_each_stage_with_its_size_and_dropout(monkeypatch):
+    import keras
+
+    from keras_effnet import build
+
+    traced = []  # (rate, training) each time a Dropout call is traced
+    original = keras.layers.Dropout.call
+
+    def recording_call(self, inputs, training=False):
+        if self.name == "top_dropout":
+            traced.append((self.rate, bool(training)))
+        return original(self, inputs, training=training)
+
+    monkeypatch.setattr(keras.layers.Dropout, "call", recording_call)
+
+    source = ArraySource(num_train=32, num_val=16)
+    plan = progressive_plan({"train_size": 16, "dropout": 0.5}, epochs=3, stages=2,
+                            mode="paper", min_image_size=8)
+    assert [(s.start_epoch, s.end_epoch, s.image_size) for s in plan] == [(0, 1, 8),
+                                                                        (1, 3, 16)]
+    model = build(arch=TINY_ARCH.split(","), input_shape=(None, None, 3),
+                  classes=source.num_classes, dropout=0.1)
+    model.compile(keras.optimizers.RMSprop(1e-3), "categorical_crossentropy",
+                  metrics=["accuracy"])
+    sizes = []
+
+    def dataset_fn(stage):
+        sizes.append(stage.image_size)
+        return source.train_dataset(stage.image_size, 8, seed=0, epoch=stage.start_epoch)
+
+    history = fit_progressive(model, dataset_fn, plan,
+                              validation_fn=lambda s: source.eval_dataset(s.image_size, 8),
+                              verbose=0)
+    assert sizes == [8, 16]
+    assert history.epoch == [0, 1, 2]
+    assert history.history["image_size"] == [8, 16, 16]
+    assert history.history["dropout"] == pytest.approx([0.1, 0.5, 0.5])
+    assert len(history.history["loss"]) == len(history.history["val_accuracy"]) == 3
+    assert history.stages == plan
+    assert model.get_layer("top_dropout").rate == pytest.approx(0.5)
+    training_rates = sorted({round(rate, 6) for rate, training in traced if training})
+    assert training_rates == [0.1, 0.5]  # the second stage's train step was retraced
+
+
+def test_fit_progressive_resumes_at_initial_epoch_and_rejects_plan_arguments():
+    import keras
+
+    from keras_effnet import build
+
+    source = ArraySource(num_train=16, num_val=8)
+    plan = progressive_plan({"train_size": 16}, epochs=4, stages=2, min_image_size=8)
+    model = build(arch=TINY_ARCH.split(","), input_shape=(None, None, 3),
+                  classes=source.num_classes, dropout=0.2)
+    model.compile(keras.optimizers.RMSprop(1e-3), "categorical_crossentropy")
+    history = fit_progressive(model, lambda s: source.train_dataset(s.image_size, 8), plan,
+                              initial_epoch=3, verbose=0)
+    assert history.epoch == [3]
+    with pytest.raises(ValueError, match="sets 'epochs' from the plan"):
+        fit_progressive(model, lambda s: None, plan, epochs=3)
+    with pytest.raises(ValueError, match="plan is empty"):
+        fit_progressive(model, lambda s: None, [])
