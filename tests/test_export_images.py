@@ -1,13 +1,13 @@
 """In-graph decoding for serving: formats, header sizes, bombs and bad bytes."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+
+from test_export_support import png_header_only
 
 from keras_effnet.export import images
 from keras_effnet.export.saved_model import sample_image_bytes
@@ -17,14 +17,6 @@ def _encode(array: np.ndarray, fmt: str) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, fmt)
     return out.getvalue()
-
-
-def _png_header_only(height: int, width: int) -> bytes:
-    """A PNG whose IHDR claims ``height x width`` with one tiny (invalid) data chunk."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
-                                + struct.pack(">I", zlib.crc32(kind + data)))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +91,7 @@ def test_truncated_files_raise_invalid_argument(photo, fmt):
 
 def test_decompression_bomb_is_refused_from_its_header():
     # 100k x 100k pixels claimed in a ~60-byte file: refused before any decoding.
-    bomb = _png_header_only(100_000, 100_000)
+    bomb = png_header_only(100_000, 100_000)
     assert len(bomb) < 100
     assert _run(HEADER_SHAPE, bomb).numpy().tolist() == [100_000, 100_000]
     with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):

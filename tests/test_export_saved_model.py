@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from test_export_support import tiny_model
+from test_export_support import png_header_only, tiny_model
 
 from keras_effnet.export import images, saved_model, serving_config
 
@@ -197,9 +197,8 @@ def test_warmup_requests_are_real_images_the_signature_accepts(exported, loaded)
 def test_bad_requests_are_invalid_argument_and_the_model_keeps_serving(loaded):
     serving = loaded.signatures["serving_default"]
     jpeg = saved_model.sample_image_bytes()
-    from test_export_images import _png_header_only
     for bad in ([jpeg, b"not an image"], [jpeg[: len(jpeg) // 3]],
-                [_png_header_only(20_000, 20_000)], []):
+                [png_header_only(20_000, 20_000)], []):
         with pytest.raises(tf.errors.InvalidArgumentError):
             serving(image_bytes=tf.constant(bad, dtype=tf.string))
     assert serving(image_bytes=tf.constant([jpeg]))["probabilities"].shape == (1, 10)

@@ -64,6 +64,20 @@ def trained_lite(epochs: int = 6):
     return model
 
 
+def png_header_only(height: int, width: int) -> bytes:
+    """A ~60-byte PNG whose header claims ``height x width`` pixels (a decompression bomb's
+    first bytes), with one tiny, invalid data chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
 def top1(probabilities, labels) -> float:
     return float(np.mean(np.argmax(probabilities, -1) == labels))
 

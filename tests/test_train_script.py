@@ -75,9 +75,9 @@ def _wait_for(proc, predicate, timeout=400):
 def test_kill_9_then_ctrl_c_then_finish(tmp_path):
     model_dir = tmp_path / "run"
     args = [f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8", "--epochs=2",
-            "--stages=2", "--batch_size=16", "--checkpoint_every_steps=10",
+            "--stages=2", "--batch_size=32", "--checkpoint_every_steps=10",
             f"--model_dir={model_dir}", "--eval_every_epochs=0"]
-    steps_per_epoch = 1438 // 16  # the digits split: 1438 train / 359 held-out
+    steps_per_epoch = 1438 // 32  # the digits split: 1438 train / 359 held-out
 
     # 1. kill -9 right after the first checkpoint.
     first = _start(args)

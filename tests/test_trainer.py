@@ -1,5 +1,6 @@
 """The trainer, in process, with a tiny model and an in-memory source."""
 
+import dataclasses
 import json
 import os
 
@@ -117,32 +118,33 @@ def test_step_checkpoints_and_rerun_of_a_finished_run(paper_run):
     assert again.top1 == pytest.approx(result.top1)
 
 
-def test_resume_mid_epoch_equals_an_uninterrupted_run(tmp_path):
-    # Run A straight through; run B stops after 5 steps (mid-epoch 1 of 8-step epochs)
-    # and is resumed by the same call. Same data position, LR, optimizer, EMA, RNG ->
-    # the same weights.
-    config_a = tiny_config(tmp_path / "a", epochs=2, dropout=0.3, eval_every_epochs=0)
-    a = train(config_a, source=ArraySource(), log=lambda _: None)
-    config_b = tiny_config(tmp_path / "b", epochs=2, dropout=0.3, eval_every_epochs=0)
+def test_resume_mid_epoch_equals_an_uninterrupted_run(paper_run, tmp_path):
+    # Run B stops after 5 steps (mid-epoch 1 of the paper run's 8-step epochs) and the same
+    # call resumes it, across the stage boundary, to the end. Same data position, LR,
+    # optimizer, EMA and dropout RNG as the uninterrupted paper run -> the same weights.
+    trainer_a, a, *_ = paper_run
+    config_b = dataclasses.replace(trainer_a.config, model_dir=str(tmp_path),
+                                   eval_every_epochs=0, checkpoint_every_steps=0)
     first = train(config_b, source=ArraySource(), log=lambda _: None, max_train_steps=5)
     assert first.steps == 5 and first.epochs_completed == 0
     source = ArraySource()
     logs = []
     b = train(config_b, source=source, log=logs.append)
-    assert b.resumed_from and b.steps == a.steps == 16
-    assert any("Resumed from" in line and "step 5" in line and "batch 5" in line
+    assert b.resumed_from and b.steps == a.steps == 32
+    assert any("Resumed from" in line and "step 5," in line and "batch 5 " in line
                for line in logs)
-    # The resumed epoch skipped the 5 consumed batches of epoch 0's order.
-    assert source.calls[0]["epoch"] == 0
+    # The resumed epoch re-created epoch 0's order (and skipped the consumed batches).
+    assert [c["epoch"] for c in source.calls] == [0, 1, 2, 3]
     for wa, wb in zip(model_weights(a.model), model_weights(b.model)):
-        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     import tensorflow as tf
     source = ArraySource(nan_batch=(1, 2))  # epoch 1, batch 2 is NaN
     config = tiny_config(tmp_path, epochs=2, eval_every_epochs=0)
-    with pytest.raises(NonFiniteLossError, match=r"Loss became nan at step 11 \(epoch 2"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"Loss became nan at step 11 \(epoch 2.*Lower --learning_rate"):
         train(config, source=source, log=lambda _: None)
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert latest.endswith("ckpt-1")  # end of epoch 1: nothing saved after the NaN
@@ -150,13 +152,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
               tf.train.list_variables(latest) if "model/" in name]
     assert values and all(np.all(np.isfinite(v)) for v in values
                           if np.issubdtype(np.asarray(v).dtype, np.floating))
-
-
-def test_absurd_learning_rate_is_caught(tmp_path):
-    config = tiny_config(tmp_path, epochs=2, learning_rate=1e30, warmup_epochs=0,
-                         ema_decay=0.0, eval_every_epochs=0)
-    with pytest.raises(NonFiniteLossError, match="Lower --learning_rate"):
-        train(config, source=ArraySource(), log=lambda _: None)
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16"])
@@ -187,10 +182,11 @@ def test_config_validation_errors(tmp_path):
         Trainer(tiny_config(tmp_path, model="efficientnetv2-zz"), source=ArraySource())
 
 
-def test_resuming_with_different_flags_is_refused(tmp_path):
-    train(tiny_config(tmp_path, max_train_steps=2), source=ArraySource(), log=lambda _: None)
+def test_resuming_with_different_flags_is_refused(paper_run):
+    trainer, *_, model_dir = paper_run
+    changed = dataclasses.replace(trainer.config, image_size=12)
     with pytest.raises(ValueError, match="holds a checkpoint of a different run"):
-        train(tiny_config(tmp_path, image_size=12), source=ArraySource(), log=lambda _: None)
+        train(changed, source=ArraySource(), log=lambda _: None)
 
 
 def test_digits_defaults_resolve_to_a_small_v2(tmp_path):

@@ -224,7 +224,7 @@ class ExportReport:
             if a.top1 is not None:
                 parts.append(f"top-1 {a.top1:.2%} on {a.eval_images} held-out images")
             if a.agreement is not None:
-                parts.append(f"top-1 agreement with Keras {a.agreement:.2%}")
+                parts.append(f"top-1 agreement with its Keras model {a.agreement:.2%}")
             if a.notes:
                 parts.append(a.notes)
             out.append("  ".join(parts))
@@ -249,6 +249,7 @@ def _load(config: ExportConfig, log: Callable[[str], None]):
     from keras_effnet.variants import Variant
 
     run = config.run_config()
+    source = _source(config, run)
     if config.model_dir:
         path = Path(config.model_dir) / "final_model.keras"
         log(f"loading {path}")
@@ -272,7 +273,6 @@ def _load(config: ExportConfig, log: Callable[[str], None]):
         image_size = config.image_size or run.get("eval_image_size")
     else:
         variant = resolve_variant(config.model)
-        source = _source(config, run)
         classes = source.num_classes if source is not None else config.num_classes
         model = build(variant, classes=classes)
         class_names = (list(source.class_names) if source is not None
@@ -280,8 +280,6 @@ def _load(config: ExportConfig, log: Callable[[str], None]):
         image_size = config.image_size
         log(f"built {variant.name} untrained ({classes} classes)")
     image_size = int(image_size or variant.eval_size)
-    if config.model_dir:
-        source = _source(config, run)
     if len(class_names) != int(model.output_shape[-1]):
         raise ExportError(f"labels.txt has {len(class_names)} names but the model has "
                           f"{model.output_shape[-1]} classes")
@@ -351,6 +349,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
                               top1=keras_top1, eval_images=len(labels)))
 
     pruned = None
+    pruned_reference = None
     sparsity = None
     if config.prune:
         from keras_effnet.export import prune as prune_lib
@@ -367,12 +366,12 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
                 learning_rate=config.prune_learning_rate, policy=config.prune_policy),
             variant=variant, image_size=image_size)
         pruned, sparsity = result.model, result.sparsity
-        predictions, _ = _predict_all(keras_predict(pruned), held_out())
+        pruned_reference, _ = _predict_all(keras_predict(pruned), held_out())
         artifacts.append(Artifact(
             f"keras pruned {config.prune:.0%}", None,
-            top1=float(np.mean(predictions == labels)) if len(labels) else None,
-            agreement=float(np.mean(predictions == reference)) if len(labels) else None,
-            eval_images=len(labels)))
+            top1=float(np.mean(pruned_reference == labels)) if len(labels) else None,
+            agreement=float(np.mean(pruned_reference == reference)) if len(labels) else None,
+            eval_images=len(labels), notes="(agreement: with the unpruned model)"))
 
     if "saved_model" in config.formats:
         served = pruned if (pruned is not None and config.serve_pruned) else model
@@ -391,7 +390,9 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
             "saved_model" + (" (pruned)" if served is pruned else ""), str(export.path),
             size_bytes=export.size_bytes,
             top1=float(np.mean(predictions == labels)) if len(labels) else None,
-            agreement=float(np.mean(predictions == reference)) if len(labels) else None,
+            agreement=(float(np.mean(predictions == (pruned_reference if served is pruned
+                                                     else reference)))
+                       if len(labels) else None),
             eval_images=len(labels), notes=f"models.config: {export.models_config}"))
 
     if "tflite" in config.formats:
@@ -428,7 +429,9 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
                 f"tflite {mode}" + (" pruned" if pruned is not None else ""), str(written.path),
                 size_bytes=written.size_bytes, gzipped_bytes=written.gzipped_bytes,
                 top1=float(np.mean(predictions == labels)) if len(labels) else None,
-                agreement=float(np.mean(predictions == reference)) if len(labels) else None,
+                agreement=(float(np.mean(predictions == (pruned_reference if pruned is not None
+                                                         else reference)))
+                           if len(labels) else None),
                 eval_images=len(labels), notes=notes))
     report = ExportReport(name, version, artifacts, sparsity)
     for line in report.lines():

@@ -8,7 +8,8 @@ Trains the model briefly with ``keras.Model.fit`` (so top-1 means something), th
 measures, on the 397 held-out digits:
 
 * float32 TFLite vs Keras: largest probability difference;
-* float16 / dynamic / int8 TFLite: top-1 agreement with the float32 TFLite, and top-1;
+* float16 / dynamic / int8 TFLite (int8 calibrated on the first ``calibration`` training
+  images): top-1 agreement with the float32 TFLite, and top-1;
 * pruning at each sparsity (fine-tuned): smallest kernel sparsity of the pruned layers,
   gzipped TFLite size dense / pruned, top-1 before and after;
 * with ``--xnnpack_latency_size``: ``PruneForLatencyOnXNNPack`` at the last sparsity and
@@ -51,8 +52,8 @@ def _top1(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def measure(model: str, image_size: int = 32, epochs: int = 6,
             sparsities: Sequence[float] = (0.5, 0.75), prune_epochs: int = 3,
             quantize: Sequence[str] = ("float16", "dynamic", "int8"),
-            xnnpack_latency_size: int | None = None, seed: int = 0,
-            log=print) -> dict[str, Any]:
+            xnnpack_latency_size: int | None = None, calibration: int = 100,
+            seed: int = 0, log=print) -> dict[str, Any]:
     """The figures described in the module docstring, as a dict."""
     import keras
 
@@ -71,7 +72,7 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
     keras_probabilities = net.predict(x_test, verbose=0)
     result: dict[str, Any] = {"model": variant.name, "image_size": image_size,
                               "params": int(net.count_params()), "epochs": epochs,
-                              "held_out": len(x_test),
+                              "held_out": len(x_test), "calibration_images": calibration,
                               "keras_top1": _top1(keras_probabilities, y_test)}
     log(f"trained {variant.name}: top-1 {result['keras_top1']:.2%}")
 
@@ -81,7 +82,7 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
         "max_abs_diff_vs_keras": float(np.abs(float_probabilities - keras_probabilities).max()),
         "top1": _top1(float_probabilities, y_test), "bytes": len(dense_float)}
     for mode in quantize:
-        content = tflite.convert(net, mode, representative_images=x[:100])
+        content = tflite.convert(net, mode, representative_images=x[:calibration])
         probabilities = tflite.LiteRunner(content).predict(x_test)
         result[mode] = {"agreement_with_float": tflite.top1_agreement(probabilities,
                                                                       float_probabilities),
@@ -140,7 +141,8 @@ def main(argv: list[str]) -> None:
     result = measure(FLAGS.model, image_size=FLAGS.image_size, epochs=FLAGS.epochs,
                      sparsities=[float(s) for s in FLAGS.sparsities],
                      prune_epochs=FLAGS.prune_epochs,
-                     xnnpack_latency_size=FLAGS.xnnpack_latency_size)
+                     xnnpack_latency_size=FLAGS.xnnpack_latency_size,
+                     calibration=FLAGS.representative_images)
     print(json.dumps(result, indent=2))
 
 
@@ -151,6 +153,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("epochs", 6, "Training epochs before measuring.")
     flags.DEFINE_list("sparsities", ["0.5", "0.75"], "Pruning targets.")
     flags.DEFINE_integer("prune_epochs", 3, "Fine-tuning epochs while pruning.")
+    flags.DEFINE_integer("representative_images", 100, "int8 calibration images (train).")
     flags.DEFINE_integer("xnnpack_latency_size", None, "Also measure XNNPACK latency of a "
                          "PruneForLatencyOnXNNPack model at this size (lite variants).")
     app.run(main)

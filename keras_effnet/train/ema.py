@@ -68,12 +68,12 @@ class WeightEMA:
             self.strategy.extended.update(target, lambda t, s: t.assign(s), args=(source,),
                                           group=False)
 
-    @tf.function
+    @tf.function(autograph=False)
     def _swap_in(self):
         self._copy(self._backup, self._variables)
         self._copy(self._variables, self.averages)
 
-    @tf.function
+    @tf.function(autograph=False)
     def _swap_out(self):
         self._copy(self._variables, self._backup)
 

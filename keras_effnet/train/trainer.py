@@ -477,6 +477,7 @@ class Trainer:
 
     def _make_train_fn(self):
         import keras
+        import numpy as np
         import tensorflow as tf
 
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
@@ -501,22 +502,30 @@ class Trainer:
             variables = model.trainable_variables
             grads = tape.gradient(scaled, variables)
             optimizer.apply_gradients(zip(grads, variables))
-            if sync_stats:
-                context = tf.distribute.get_replica_context()
-                means = context.all_reduce(tf.distribute.ReduceOp.MEAN,
-                                           [tf.convert_to_tensor(v) for v in self.moving_stats])
-                for variable, mean in zip(self.moving_stats, means):
-                    variable.assign(mean)
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1),
                                                      tf.argmax(labels, -1)), tf.float32))
-            return loss, correct
+            if not sync_stats:
+                return loss, correct, tf.zeros([0])
+            # This replica's moving statistics, flattened: averaged below in one reduce.
+            return loss, correct, tf.concat([tf.reshape(v, [-1]) for v in self.moving_stats],
+                                            0)
 
-        @tf.function(reduce_retracing=True)
+        # autograph=False: no tensor-dependent Python control flow here, and converting
+        # the code costs trace time.
+        @tf.function(reduce_retracing=True, autograph=False)
         def train_step(iterator):
             images, labels = next(iterator)
-            loss, correct = strategy.run(replica_step, args=(images, labels))
+            loss, correct, stats = strategy.run(replica_step, args=(images, labels))
             loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
             correct = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
+            if sync_stats:
+                # Cross-replica (and cross-worker) mean, assigned to every replica's copy.
+                means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
+                offset = 0
+                for variable in self.moving_stats:
+                    size = int(np.prod(variable.shape))
+                    variable.assign(tf.reshape(means[offset:offset + size], variable.shape))
+                    offset += size
             self.step.assign_add(1)
             self.batch_in_epoch.assign_add(1)
             if self.ema is not None:
@@ -542,7 +551,7 @@ class Trainer:
             count = tf.cast(tf.shape(labels)[0], tf.float32)
             return loss, top1, topk, count
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def eval_step(batch):
             images, labels = batch
             values = strategy.run(replica_step, args=(images, labels))
@@ -588,6 +597,7 @@ class Trainer:
         return _relax_shapes(dataset) if self._relax else dataset
 
     def stage_at(self, epoch: int) -> progressive_lib.Stage:
+        """The plan's stage that contains ``epoch`` (0-based)."""
         for stage in self.plan:
             if stage.start_epoch <= epoch < stage.end_epoch:
                 return stage
