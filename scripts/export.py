@@ -90,6 +90,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         return _fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (saver timings)
     config = config_from_flags()
     try:
         config.validate()

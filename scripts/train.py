@@ -84,8 +84,14 @@ flags.DEFINE_bool("sync_batchnorm", _DEFAULTS.sync_batchnorm,
                   "BatchNorm statistics over the global batch (all replicas).")
 flags.DEFINE_integer("eval_every_epochs", _DEFAULTS.eval_every_epochs,
                      "Evaluate every N epochs (0: only at the end).")
-flags.DEFINE_bool("export", False, "End by exporting the model (scripts/export.py defaults: "
-                  "TF-Serving SavedModel and TFLite).")
+flags.DEFINE_bool("export", True, "End by exporting the trained model: a TF-Serving "
+                  "SavedModel version under --saved_models and a pruned int8 TFLite under "
+                  "--tflite_dir, each measured on the held-out split (--noexport: skip).")
+flags.DEFINE_float("export_prune", 0.5, "Sparsity of the exported TFLite (0: not pruned).")
+flags.DEFINE_list("export_quantize", ["int8"], "TFLite flavours written by the export "
+                  "(none, float16, dynamic, int8).")
+flags.DEFINE_string("saved_models", "saved_models", "TF-Serving base directory for --export.")
+flags.DEFINE_string("tflite_dir", "tflite", "Where --export writes TFLite files.")
 flags.DEFINE_integer("verbose", _DEFAULTS.verbose, "0: quiet, 1: progress and summaries.")
 
 _CONFIG_FLAGS = ("model", "dataset", "data_dir", "model_dir", "epochs", "batch_size",
@@ -136,16 +142,54 @@ def check_request(config: TrainConfig) -> None:
                              f"directory; pass {what}.")
 
 
+def export_config(model_dir: str):
+    """The export the --export flags describe, of the run in ``model_dir``."""
+    from keras_effnet.export.job import ExportConfig, parse_list
+    return ExportConfig(model_dir=model_dir, prune=FLAGS.export_prune,
+                        quantize=parse_list(FLAGS.export_quantize),
+                        saved_models=FLAGS.saved_models, tflite_dir=FLAGS.tflite_dir)
+
+
+_EXPORT_NEEDS = {"tensorflow_serving": "the SavedModel's warm-up records",
+                 "ai_edge_litert": "measuring the TFLite file",
+                 "tensorflow_model_optimization": "pruning (or pass --export_prune=0)"}
+
+
+def check_export_request() -> None:
+    """Export flags and installed extras, checked before training rather than after."""
+    import importlib.util
+
+    from keras_effnet.export.job import ExportError
+    try:
+        export_config("").validate_options()
+    except ExportError as e:  # name the flags of this script, not scripts/export.py's
+        message = str(e).replace("--quantize", "--export_quantize")
+        raise ValueError(message.replace("--prune ", "--export_prune ")) from None
+    needed = dict(_EXPORT_NEEDS)
+    if not FLAGS.export_prune:
+        needed.pop("tensorflow_model_optimization")
+    missing = [f"{module} ({why})" for module, why in needed.items()
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ValueError(f"--export needs {', '.join(missing)}: pip install "
+                         "'keras_effnet[export]', or pass --noexport.")
+
+
 def _export(model_dir: str) -> int:
     try:
-        from keras_effnet.export.job import ExportConfig, ExportError
+        from keras_effnet.export.job import ExportError
         from keras_effnet.export.job import run as run_export
+        from keras_effnet.export.saved_model import VersionExistsError
     except ImportError as e:
         return _fail(f"--export: keras_effnet.export is not available ({e}); the trained "
                      f"model is in {model_dir}/final_model.keras.", 1)
+    print(f"exporting {model_dir} (--noexport skips this) ...")
     try:
-        run_export(ExportConfig(model_dir=model_dir))
-    except (ExportError, ImportError, FileExistsError) as e:
+        run_export(export_config(model_dir))
+    except ImportError as e:
+        return _fail(f"--export: {e} (or pass --export_prune=0); the trained model is in "
+                     f"{model_dir}/final_model.keras.", 1)
+    except (ExportError, VersionExistsError, FileExistsError) as e:
         return _fail(f"--export: {e}", 1)
     return 0
 
@@ -158,6 +202,8 @@ def main(argv: list[str]) -> int:
     config = config_from_flags()
     try:
         check_request(config)
+        if FLAGS.export:
+            check_export_request()
     except ValueError as e:
         return _fail(str(e))
     from keras_effnet.train.trainer import NonFiniteLossError, train

@@ -31,6 +31,8 @@ def _run(*args, timeout=300):
     (["--epochs=2", "--stages=3"], "error: stages (3) must be <= epochs (2)"),
     (["--dataset=imagenet"], "error: unknown --dataset='imagenet'"),
     (["--batch_size=0"], "error: batch_size must be an integer >= 1"),
+    (["--export_quantize=int9"], "error: --export_quantize must be a list of none, float16"),
+    (["--export_prune=1.5"], "error: --export_prune is a target sparsity in [0, 1)"),
 ])
 def test_mistakes_print_one_line_and_exit_2(args, message):
     result = _run(*args, timeout=120)
@@ -76,7 +78,7 @@ def test_kill_9_then_ctrl_c_then_finish(tmp_path):
     model_dir = tmp_path / "run"
     args = [f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8", "--epochs=2",
             "--stages=2", "--batch_size=32", "--checkpoint_every_steps=10",
-            f"--model_dir={model_dir}", "--eval_every_epochs=0"]
+            f"--model_dir={model_dir}", "--eval_every_epochs=0", "--noexport"]
     steps_per_epoch = 1438 // 32  # the digits split: 1438 train / 359 held-out
 
     # 1. kill -9 right after the first checkpoint.
@@ -119,3 +121,26 @@ def test_kill_9_then_ctrl_c_then_finish(tmp_path):
         assert (model_dir / name).stat().st_size > 0
     last = third.stdout.strip().splitlines()[-1]
     assert last.startswith("top-1 ") and "held-out images" in last
+
+
+@pytest.mark.slow
+def test_the_run_ends_by_exporting_a_serving_version_and_a_pruned_tflite(tmp_path):
+    saved, lite = tmp_path / "saved_models", tmp_path / "tflite"
+    result = _run(f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8",
+                  "--epochs=2", "--stages=2", "--batch_size=64", "--eval_every_epochs=0",
+                  f"--model_dir={tmp_path / 'run'}", f"--saved_models={saved}",
+                  f"--tflite_dir={lite}", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    version = saved / "efficientnet-custom" / "1"
+    tflite_file = lite / "efficientnet-custom" / "1" / "efficientnet-custom-pruned50-int8.tflite"
+    assert (version / "saved_model.pb").is_file() and tflite_file.stat().st_size > 0
+    rows = {line.split()[0]: line for line in out.splitlines()
+            if line.startswith("  saved_model ") or line.startswith("  tflite ")}
+    # Where they are, their sizes and their held-out accuracy, one row each.
+    assert str(version) in rows["saved_model"] and str(tflite_file) in rows["tflite"]
+    for row in rows.values():
+        assert " MB " in row or " kB " in row
+        assert row.count("%") == 2
+    assert "top-1 on 359 held-out images" in out
+    assert "kernel sparsity >= 50.00% in every one" in out

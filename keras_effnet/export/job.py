@@ -127,6 +127,25 @@ class ExportConfig:
                 raise ExportError(f"--model: {e}") from None
             if self.num_classes < 1:
                 raise ExportError(f"--num_classes must be >= 1, got {self.num_classes}")
+        self.validate_options()
+        if not self.model_dir and not self.dataset and (
+                "int8" in self.quantize or self.prune):
+            raise ExportError("int8 calibration and pruning need training images: pass "
+                              "--dataset (and --data_dir) with --model, or use --model_dir")
+        name = self.resolved_model_name()
+        if not _NAME.match(name):
+            raise ExportError(f"--model_name must be letters, digits, '.', '_' or '-'; got "
+                              f"{name!r}")
+        if self.version is not None:
+            for target in self._version_dirs(name, self.version):
+                if target.exists():
+                    raise ExportError(f"{target} already exists and versions are never "
+                                      "overwritten; omit --version to use the next free one "
+                                      f"or pass a new number")
+
+    def validate_options(self) -> None:
+        """The checks of formats, quantisation, pruning and counts: the part of
+        :meth:`validate` that needs no model, run directory or dataset."""
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise ExportError(f"--formats must be a list of {', '.join(FORMATS)}; got "
@@ -155,20 +174,6 @@ class ExportConfig:
                               f"got {self.representative_images}")
         if self.max_eval_images is not None and self.max_eval_images < 1:
             raise ExportError(f"--max_eval_images must be >= 1; got {self.max_eval_images}")
-        if not self.model_dir and not self.dataset and (
-                "int8" in self.quantize or self.prune):
-            raise ExportError("int8 calibration and pruning need training images: pass "
-                              "--dataset (and --data_dir) with --model, or use --model_dir")
-        name = self.resolved_model_name()
-        if not _NAME.match(name):
-            raise ExportError(f"--model_name must be letters, digits, '.', '_' or '-'; got "
-                              f"{name!r}")
-        if self.version is not None:
-            for target in self._version_dirs(name, self.version):
-                if target.exists():
-                    raise ExportError(f"{target} already exists and versions are never "
-                                      "overwritten; omit --version to use the next free one "
-                                      f"or pass a new number")
 
     def _version_dirs(self, name: str, version: int) -> list[Path]:
         dirs = []
@@ -211,23 +216,26 @@ class ExportReport:
     sparsity: dict[str, float] | None = None
 
     def lines(self) -> list[str]:
-        """The printed summary."""
-        out = [f"export of {self.model_name}, version {self.version}:"]
+        """The printed summary: one row per artifact, then its notes."""
+        images = max((a.eval_images for a in self.artifacts), default=0)
+        out = [f"export of {self.model_name}, version {self.version}"
+               + (f" (top-1 on {images} held-out images; 'agrees': top-1 agreement with "
+                  "the Keras model it was made from):" if images else ":")]
+        rows = [("artifact", "size", "gzipped", "top-1", "agrees", "path")]
         for a in self.artifacts:
-            parts = [f"  {a.kind:<24}"]
-            if a.path:
-                parts.append(a.path)
-            if a.size_bytes is not None:
-                parts.append(f"size {_mb(a.size_bytes)}")
-            if a.gzipped_bytes is not None:
-                parts.append(f"gzipped {_mb(a.gzipped_bytes)}")
-            if a.top1 is not None:
-                parts.append(f"top-1 {a.top1:.2%} on {a.eval_images} held-out images")
-            if a.agreement is not None:
-                parts.append(f"top-1 agreement with its Keras model {a.agreement:.2%}")
+            rows.append((a.kind,
+                         _mb(a.size_bytes) if a.size_bytes is not None else "-",
+                         _mb(a.gzipped_bytes) if a.gzipped_bytes is not None else "-",
+                         f"{a.top1:.2%}" if a.top1 is not None else "-",
+                         f"{a.agreement:.2%}" if a.agreement is not None else "-",
+                         a.path or ""))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            out.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+                       + "  " + row[5])
+        for a in self.artifacts:
             if a.notes:
-                parts.append(a.notes)
-            out.append("  ".join(parts))
+                out.append(f"    - {a.kind}: {a.notes}")
         if self.sparsity:
             lo = min(self.sparsity.values())
             out.append(f"  pruned {len(self.sparsity)} layers: kernel sparsity >= {lo:.2%} "
@@ -371,7 +379,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
             f"keras pruned {config.prune:.0%}", None,
             top1=float(np.mean(pruned_reference == labels)) if len(labels) else None,
             agreement=float(np.mean(pruned_reference == reference)) if len(labels) else None,
-            eval_images=len(labels), notes="(agreement: with the unpruned model)"))
+            eval_images=len(labels), notes="agrees = with the unpruned model"))
 
     if "saved_model" in config.formats:
         served = pruned if (pruned is not None and config.serve_pruned) else model
