@@ -254,7 +254,7 @@ def test_tf_keras_twin_has_the_same_weights_and_outputs():
     (dict(arch=TINY, input_shape=(32, 32)), "input_shape"),
     (dict(arch=TINY, input_shape=(32, 32, 1)), "input_shape"),
     (dict(arch=TINY, dropout=1.5), "dropout"),
-    (dict(arch=TINY, keras_module="tf.keras"), "keras_module"),
+    (dict(arch=TINY, keras_module="keras2"), "keras_module"),
 ])
 def test_bad_arguments_raise_clear_value_errors(kwargs, words):
     with pytest.raises(ValueError, match=re.escape(words)):

@@ -2,8 +2,8 @@
 ai-edge-litert runner to check what the converter produced.
 
 Conversion goes through a Keras 3 SavedModel written with ``keras.export.ExportArchive``
-and ``tf.lite.TFLiteConverter.from_saved_model`` (never ``tf.keras``). The TFLite
-model takes the same float32 pixels in [0, 255] as the Keras model (preprocessing is
+and ``tf.lite.TFLiteConverter.from_saved_model`` (Keras 3 throughout). The TFLite model
+takes the same float32 pixels in [0, 255] as the Keras model (preprocessing is
 inside), batch 1 by default, and returns softmax probabilities under the signature
 key ``probabilities``.
 """

@@ -24,7 +24,7 @@ Recipe (REFERENCE.md §5; google/automl ``main_tf2.py``), all in :class:`TrainCo
   averages over roughly its last 10 % of steps, for ImageNet-length runs it is the
   recipe's 0.9999. Evaluation and the saved model use the EMA weights.
 * BatchNorm moving statistics are averaged across replicas after every step (what
-  tf.keras did with ON_READ/MEAN variables; Keras 3 leaves each replica its own copy), so
+  Keras 2 did with ON_READ/MEAN variables; Keras 3 leaves each replica its own copy), so
   all replicas and workers hold identical weights. ``sync_batchnorm`` also normalises
   with cross-replica batch statistics.
 * The classifier kernel starts at zero (``zero_init_head``, as BiT initialises new
