@@ -1,0 +1,198 @@
+"""``BenchConfig``: every knob of ``scripts/benchmark.py``, with full and quick presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+__all__ = ["BenchConfig", "SECTIONS", "CPU_SECTIONS", "DISPLAY_ORDER", "full_config", "quick_config",
+           "apply_overrides"]
+
+# Run order. "tflite" runs in a child process (tensorflow-model-optimization switches the
+# process to legacy Keras when imported), "reliability" only with --reliability or
+# --only=reliability, "gpu" only with --gpu.
+CPU_SECTIONS = ("plots", "build", "train", "pipeline", "mfu", "serving", "progressive",
+                "tflite")
+SECTIONS = CPU_SECTIONS + ("reliability", "gpu")
+# The order of the tables in results.md: the issue's numbering.
+DISPLAY_ORDER = ("plots", "train", "pipeline", "progressive", "serving", "tflite", "build",
+                 "mfu", "reliability", "gpu")
+
+_ALL_WITH_APPLICATIONS = (
+    "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
+    "efficientnet-b4", "efficientnet-b5", "efficientnet-b6", "efficientnet-b7",
+    "efficientnetv2-b0", "efficientnetv2-b1", "efficientnetv2-b2", "efficientnetv2-b3",
+    "efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how hard. ``quick_config()`` is a few minutes on 2 cores."""
+
+    mode: str = "full"
+    repeats: int = 5  # timed rounds per comparison, after `warmup` untimed rounds
+    warmup: int = 1
+    seed: int = 0
+    # 1. training throughput: keras_effnet vs keras.applications, one train step
+    train_models: tuple[str, ...] = ("efficientnet-b0", "efficientnetv2-b0",
+                                     "efficientnetv2-s")
+    train_image_size: int = 128
+    train_batch: int = 32
+    train_steps: int = 3  # steps per timed round
+    train_jit: tuple[bool, ...] = (False, True)
+    train_classes: int = 1000
+    # 2. input pipeline vs train step
+    pipeline_model: str = "efficientnetv2-b0"
+    pipeline_image_size: int = 128
+    pipeline_batch: int = 32
+    pipeline_images: int = 512  # JPEG files written for the folder source
+    pipeline_randaug: float = 15.0  # efficientnetv2-m's last stage: RandAugment 15,
+    pipeline_mixup: float = 0.2  # mixup = cutmix 0.2
+    pipeline_train_steps: int = 3
+    # 3. progressive vs fixed size, digits (keras_effnet.train.train)
+    progressive_model: str = "efficientnetv2-b0"  # shrunk to w0.5 d0.5 on digits
+    progressive_epochs: int = 12
+    progressive_stages: int = 4
+    progressive_image_size: int = 64
+    progressive_min_image_size: int = 32
+    progressive_batch: int = 64
+    progressive_repeats: int = 3  # pairs of runs (each run trains a model from scratch)
+    progressive_warmup: bool = True  # one step of each run first (pipeline traces)
+    # 4. serving: SavedModel serving_default on JPEG bytes vs the Keras model
+    serving_model: str = "efficientnetv2-b0"
+    serving_width: float = 0.5
+    serving_depth: float = 0.5
+    serving_image_size: int = 224
+    serving_batches: tuple[int, ...] = (1, 32)
+    serving_calls: int = 5  # calls per timed round
+    # 5. TFLite (child process)
+    tflite_model: str = "efficientnet-lite0"
+    tflite_image_size: int = 224
+    tflite_runs: int = 20  # invokes per timed round
+    tflite_threads: int = 1
+    prune_epochs: int = 2
+    prune_steps_per_epoch: int = 0  # 0: one pass over the digits train split
+    # 6. build time
+    build_models: tuple[str, ...] = ("all",)
+    # 7. model FLOP utilisation
+    mfu_models: tuple[str, ...] = ("efficientnet-b0", "efficientnetv2-b0", "efficientnetv2-s")
+    mfu_batch: int = 32
+    mfu_image_size: int = 0  # 0: each model's evaluation size
+    matmul_size: int = 2048
+    matmul_calls: int = 3
+    # reliability
+    kill_points: int = 3
+    serving_fuzz: int = 1000
+    spec_fuzz: int = 10000
+    # accelerator
+    gpu_model: str = "efficientnetv2-s"
+    gpu_image_size: int = 300
+    # Tried largest first; each try that does not fit costs a build and an XLA compile,
+    # so the list is short (add larger ones with --set=gpu_batches=256,192,128).
+    gpu_batches: tuple[int, ...] = (128, 64, 32, 16, 8)
+    gpu_steps: int = 5
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{field.name} must be an integer. Received: {value!r}")
+        positive = ("repeats", "train_image_size", "train_batch", "train_steps",
+                    "train_classes", "pipeline_image_size", "pipeline_batch",
+                    "pipeline_images", "pipeline_train_steps", "progressive_epochs",
+                    "progressive_stages", "progressive_image_size",
+                    "progressive_min_image_size", "progressive_batch", "progressive_repeats",
+                    "serving_image_size", "serving_calls", "tflite_image_size",
+                    "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
+                    "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+        for name in ("warmup", "prune_steps_per_epoch", "mfu_image_size", "kill_points",
+                     "serving_fuzz", "spec_fuzz"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        if self.progressive_stages > self.progressive_epochs:
+            raise ValueError("progressive_stages must be <= progressive_epochs. Received: "
+                             f"{self.progressive_stages} > {self.progressive_epochs}")
+        if self.progressive_min_image_size > self.progressive_image_size:
+            raise ValueError("progressive_min_image_size must be <= progressive_image_size.")
+        if self.pipeline_images < 2 * self.pipeline_batch:
+            raise ValueError("pipeline_images must be at least 2 * pipeline_batch (the folder "
+                             "source keeps 80 % for training).")
+        for name in ("serving_batches", "gpu_batches"):
+            values = getattr(self, name)
+            if not values or min(values) < 1:
+                raise ValueError(f"{name} must be positive integers. Received: {values}")
+
+    def build_model_names(self) -> tuple[str, ...]:
+        if tuple(self.build_models) == ("all",):
+            from keras_effnet.variants import list_models
+            return tuple(list_models())
+        return tuple(self.build_models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def full_config() -> BenchConfig:
+    return BenchConfig()
+
+
+def quick_config() -> BenchConfig:
+    """A few minutes on two CPU cores: small images, small batches, fewer models."""
+    return BenchConfig(
+        mode="quick", repeats=5,
+        train_models=("efficientnet-b0", "efficientnetv2-b0"), train_image_size=64,
+        train_batch=8, train_steps=2, train_classes=1000,
+        # XLA's CPU compile of one EfficientNet train step takes minutes (187 s for B0
+        # on a loaded 2-core machine): four of them do not fit a quick run.
+        train_jit=(False,),
+        pipeline_image_size=64, pipeline_batch=8, pipeline_images=256,
+        pipeline_train_steps=2,
+        progressive_epochs=6, progressive_stages=3, progressive_image_size=32,
+        progressive_min_image_size=16, progressive_batch=32, progressive_repeats=1,
+        progressive_warmup=False,
+        serving_image_size=64, serving_calls=3,
+        tflite_image_size=64, tflite_runs=10, prune_epochs=1, prune_steps_per_epoch=5,
+        build_models=("efficientnet-b0", "efficientnetv2-b0"),
+        mfu_models=("efficientnet-b0",), mfu_batch=8, mfu_image_size=128, matmul_size=1024,
+        kill_points=3, serving_fuzz=1000, spec_fuzz=10000)
+
+
+def _parse_value(name: str, type_hint: Any, text: str) -> Any:
+    origin = typing.get_origin(type_hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(type_hint) if a is not Ellipsis}
+        items = [t for t in (s.strip() for s in text.split(",")) if t]
+        return tuple(_parse_value(name, item, t) for t in items)
+    if type_hint is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {name}={text!r}: expected true or false")
+    try:
+        return type_hint(text)
+    except ValueError:
+        raise ValueError(f"--set {name}={text!r}: expected {type_hint.__name__}") from None
+
+
+def apply_overrides(config: BenchConfig, assignments: list[str]) -> BenchConfig:
+    """``config`` with ``name=value`` assignments applied (typed by the field)."""
+    hints = typing.get_type_hints(BenchConfig)
+    changes = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"--set expects name=value. Received: {assignment!r}")
+        if name not in hints or name == "mode":
+            import difflib
+            close = difflib.get_close_matches(name, list(hints), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--set: unknown setting {name!r}.{hint}")
+        changes[name] = _parse_value(name, hints[name], text)
+    return dataclasses.replace(config, **changes)

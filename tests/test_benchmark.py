@@ -1,0 +1,246 @@
+"""scripts/benchmark.py and keras_effnet.bench: the pure parts, flag errors, one tiny
+end-to-end section. Timings themselves are never asserted."""
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_effnet.bench import config as config_lib
+from keras_effnet.bench import plots, reliability, report, timing
+from keras_effnet.bench.sections import time_to_reach
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+       "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV, cwd=ROOT)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+# --- timing ---------------------------------------------------------------------------
+
+def test_median_and_ratio():
+    assert timing.median([3.0, 1.0, 2.0]) == 2.0
+    assert timing.median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert timing.median([1.0, float("nan"), 3.0]) == 2.0
+    assert timing.median([]) is None
+    assert timing.ratio(6.0, 3.0) == 2.0
+    assert timing.ratio(1.0, 0.0) is None and timing.ratio(None, 1.0) is None
+    assert timing.per_second(64, 2.0) == 32.0
+
+
+def test_interleaved_alternates_and_warms_up():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = timing.interleaved(fns, repeats=3, warmup=1, timer=lambda fn: (fn(), 1.0)[1])
+    # warm-up a, b; then rounds a b | b a | a b
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert times == {"a": [1.0, 1.0, 1.0], "b": [1.0, 1.0, 1.0]}
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        timing.interleaved(fns, repeats=0)
+
+
+def test_time_to_reach():
+    assert time_to_reach([1.0, 2.0, 3.0], [0.5, 0.8, 0.9], 0.8) == 2.0
+    assert time_to_reach([1.0, 2.0], [0.5, 0.6], 0.9) is None
+
+
+# --- report ---------------------------------------------------------------------------
+
+def test_markdown_table_formats_cells():
+    table = report.markdown_table(
+        [{"model": "b0", "ratio": 1.23456, "big": 123456.7, "n": 12345, "ok": True,
+          "missing": None, "text": "a|b"}],
+        [("model", "model"), ("ratio", "ratio"), ("big", "big"), ("n", "n"), ("ok", "ok"),
+         ("missing", "missing"), ("text", "text")])
+    lines = table.splitlines()
+    assert lines[0] == "| model | ratio | big | n | ok | missing | text |"
+    assert lines[1] == "|---|---|---|---|---|---|---|"
+    assert lines[2] == "| b0 | 1.23 | 123,457 | 12,345 | yes | – | a\\|b |"
+    with pytest.raises(ValueError):
+        report.markdown_table([], [])
+
+
+def test_machine_description(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                       "model name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n")
+    assert report.cpu_model(str(cpuinfo)) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
+    assert report.cpu_model(str(tmp_path / "missing")) != ""
+    info = report.machine_info("cpu")
+    assert info["device"] == "cpu" and info["cores"] >= 1 and info["usable_cores"] >= 1
+    assert info["cpu"] and info["tensorflow"] and info["keras"].startswith("3.")
+
+
+def test_results_are_written_merged_and_rendered(tmp_path):
+    old = {"command": "old", "date": "d0", "machine": {}, "sections": {
+        "build": {"title": "Build", "mode": "quick", "columns": [["model", "model"]],
+                  "rows": [{"model": "kept"}]}}}
+    report.write_results(tmp_path, old)
+    new = {"command": "python scripts/benchmark.py --only=mfu", "date": "2026-01-01T00:00:00Z",
+           "machine": report.machine_info("cpu"), "wall_s": 1.5, "sections": {
+               "mfu": {"title": "MFU", "mode": "quick", "columns": [["what", "what"],
+                                                                    ["mfu", "MFU"]],
+                       "rows": [{"what": "matmul", "mfu": 1.0}, {"what": "b0", "mfu": math.nan}],
+                       "notes": ["a note"], "figures": ["x.png"]},
+               "train": {"title": "Train", "mode": "quick", "error": "RuntimeError: boom"}}}
+    merged = report.merge_results(report.load_results(tmp_path / "results.json"), new)
+    json_path, md_path = report.write_results(tmp_path, merged, ["mfu", "build", "train"])
+    data = json.loads(json_path.read_text())  # NaN written as a string: valid JSON
+    assert set(data["sections"]) == {"build", "mfu", "train"}
+    assert data["sections"]["mfu"]["rows"][1]["mfu"] == "nan"
+    md = md_path.read_text()
+    assert "`python scripts/benchmark.py --only=mfu`" in md
+    assert data["machine"]["cpu"] in md and "2026-01-01T00:00:00Z" in md
+    assert md.index("## MFU") < md.index("## Build") < md.index("## Train")
+    assert "| matmul | 1 |" in md and "| kept |" in md and "**Failed:** RuntimeError: boom" in md
+    assert "![x.png](x.png)" in md and "- a note" in md
+
+
+# --- config and flags ------------------------------------------------------------------
+
+def test_overrides_are_typed_and_checked():
+    cfg = config_lib.apply_overrides(config_lib.quick_config(), [
+        "train_models=efficientnet-b0, efficientnetv2-b0", "train_jit=false", "repeats=2",
+        "pipeline_mixup=0.5"])
+    assert cfg.train_models == ("efficientnet-b0", "efficientnetv2-b0")
+    assert cfg.train_jit == (False,) and cfg.repeats == 2 and cfg.pipeline_mixup == 0.5
+    assert cfg.mode == "quick"
+    with pytest.raises(ValueError, match="unknown setting 'repeat'. Did you mean 'repeats'"):
+        config_lib.apply_overrides(cfg, ["repeat=3"])
+    with pytest.raises(ValueError, match="expected int"):
+        config_lib.apply_overrides(cfg, ["repeats=many"])
+    with pytest.raises(ValueError, match="progressive_stages must be <="):
+        config_lib.apply_overrides(cfg, ["progressive_stages=9"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only=train,bogus"], "error: --only: unknown section(s) bogus; choose from"),
+    (["--bogus=1"], "error: Unknown command line flag 'bogus'"),
+    (["--set=nothing=1"], "error: --set: unknown setting 'nothing'"),
+    (["--repeats=0"], "error: repeats must be >= 1"),
+    (["--gpu", "--only=train"], "error: --gpu runs the accelerator part on its own"),
+    (["--only=gpu"], "error: the gpu section runs with --gpu"),
+    (["--gpu"], "error: --gpu needs a visible GPU"),  # CUDA_VISIBLE_DEVICES="" here
+])
+def test_bad_requests_print_one_line_and_exit_2(args, message, tmp_path):
+    result = _run(*args, f"--out_dir={tmp_path}", timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results.json").exists()
+
+
+# --- figures ---------------------------------------------------------------------------
+
+def test_accuracy_vs_macs_plot_is_a_png_with_every_published_variant(tmp_path):
+    from keras_effnet.variants import VARIANTS
+
+    path = tmp_path / "accuracy_vs_macs.png"
+    points = plots.plot_accuracy_vs_macs(path)
+    width, height = _png_size(path)
+    assert width >= 400 and height >= 300
+    published = {v.name for v in VARIANTS.values() if v.paper_top1 is not None}
+    plotted = {r["model"] for rows in points.values() for r in rows}
+    assert plotted == published and set(points) == {"v1", "lite", "v2"}
+    b0 = next(r for r in points["v1"] if r["model"] == "efficientnet-b0")
+    assert b0["top1"] == 77.1 and 0.37 < b0["macs_b"] < 0.40
+
+
+def test_progressive_plan_plot(tmp_path):
+    plan = plots.plot_progressive_plan(tmp_path / "plan.png")
+    assert [s["image_size"] for s in plan["automl"]] == [171, 214, 257, 300]
+    assert [s["dropout"] for s in plan["paper"]][-1] == pytest.approx(0.3)
+    assert _png_size(tmp_path / "plan.png")[0] > 0
+
+
+# --- reliability -----------------------------------------------------------------------
+
+def test_block_string_fuzz_has_no_crashes():
+    strings = reliability.block_string_fuzz(300, seed=1)
+    assert strings == reliability.block_string_fuzz(300, seed=1)  # seeded
+    result = reliability.fuzz_block_strings(300, seed=1)
+    assert result["crashed"] == 0, result["examples"]
+    assert result["round_trip_failures"] == 0, result["examples"]
+    assert result["block_spec"] > 0 and result["spec_error"] > 0
+    assert result["block_spec"] + result["spec_error"] == 300
+
+
+def test_serving_fuzz_classifies_outcomes():
+    import numpy as np
+    import tensorflow as tf
+
+    inputs = reliability.serving_fuzz_inputs(40, seed=0, max_pixels=10_000)
+    assert len(inputs) == 40
+    kinds = {kind.split(":")[0] for kind, _ in inputs}
+    assert kinds == {"random", "magic", "truncated", "corrupted", "oversized", "valid"}
+    assert all(isinstance(data, bytes) for _, data in inputs)
+
+    def fake_serve(body):
+        data = body.numpy()[0]
+        if not data:
+            raise ValueError("not an InvalidArgumentError")  # a crash
+        if data[:2] == b"\xff\xd8":
+            raise tf.errors.InvalidArgumentError(None, None, "bad jpeg")
+        if len(data) % 7 == 0:
+            return {"probabilities": np.array([[np.nan, 1.0]])}  # a crash too
+        return {"probabilities": np.array([[0.25, 0.75]], np.float32)}
+
+    bodies = [("random", b""), ("magic", b"\xff\xd8\xff"), ("valid:x", b"1234567"),
+              ("valid:y", b"12")]
+    counts = reliability.fuzz_serving(fake_serve, bodies)
+    assert counts["requests"] == 4 and counts["errored_cleanly"] == 1
+    assert counts["crashed"] == 2 and counts["ok"] == 1
+    assert counts["valid_requests"] == 2 and counts["valid_ok"] == 1
+
+
+def test_messy_folder_is_sorted_as_expected(tmp_path):
+    from keras_effnet.data import FolderSource
+
+    expected = reliability.seed_image_folder(tmp_path, per_class=4)
+    assert {"cats/gray.png", "dogs/rgba.png", "dogs/palette.png", "cats/empty.jpg"} <= set(
+        expected)
+    source = FolderSource(str(tmp_path))
+    skipped = {os.path.relpath(p, tmp_path) for p, _ in source.skipped}
+    assert skipped == {rel for rel, what in expected.items() if what == "skipped"}
+    assert source.num_train + source.num_val == sum(w == "present" for w in expected.values())
+
+
+# --- end to end ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_mfu_section_writes_valid_results(tmp_path):
+    result = _run("--only=mfu", f"--out_dir={tmp_path}", "--repeats=1",
+                  "--set=warmup=0", "--set=mfu_models=efficientnet-b0", "--set=mfu_batch=1",
+                  "--set=mfu_image_size=32", "--set=matmul_size=128")
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["command"].startswith("python scripts/benchmark.py --only=mfu")
+    assert data["machine"]["device"] == "cpu" and data["machine"]["cores"] >= 1
+    assert list(data["sections"]) == ["mfu"]
+    section = data["sections"]["mfu"]
+    assert "error" not in section, section
+    rows = {row["what"]: row for row in section["rows"]}
+    b0 = rows["efficientnet-b0"]
+    assert b0["image_size"] == 32 and b0["batch"] == 1 and b0["macs_per_s"] > 0
+    assert b0["mfu"] == pytest.approx(b0["macs_per_s"] / rows["float32 matmul 128x128 (peak)"]
+                                      ["macs_per_s"])
+    md = (tmp_path / "results.md").read_text()
+    assert "## 7. Model FLOP utilisation" in md and "| efficientnet-b0 | 32 | 1 |" in md
