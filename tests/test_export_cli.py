@@ -70,7 +70,8 @@ def test_run_dir_without_model_and_existing_version(tmp_path, run_dir):
 def test_untrained_build_without_dataset(tmp_path):
     report = job.run(job.ExportConfig(
         model=",".join(TINY_ARCH), num_classes=10, image_size=32, formats=("tflite",),
-        quantize=("none",), tflite_dir=str(tmp_path)), log=lambda line: None)
+        quantize=("none",), tflite_dir=str(tmp_path),
+        saved_models=str(tmp_path / "saved_models")), log=lambda line: None)
     (artifact,) = [a for a in report.artifacts if a.kind.startswith("tflite")]
     assert Path(artifact.path) == tmp_path / "efficientnet-custom" / "1" / \
         "efficientnet-custom-none.tflite"

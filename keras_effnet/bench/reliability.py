@@ -404,7 +404,8 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
         return [sys.executable, script, f"--model={TINY_ARCH}", "--image_size=16",
                 "--min_image_size=8", f"--epochs={epochs}", "--stages=2",
                 f"--batch_size={batch}", "--checkpoint_every_steps=10",
-                "--eval_every_epochs=0", f"--seed={seed}", f"--model_dir={model_dir}"]
+                "--eval_every_epochs=0", f"--seed={seed}", f"--model_dir={model_dir}",
+                "--noexport"]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
            "COLUMNS": "200"}
