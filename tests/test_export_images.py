@@ -75,6 +75,7 @@ def test_decode_and_center_crop_matches_the_training_eval_pipeline():
     ("empty", b""),
     ("jpeg_magic_only", b"\xff\xd8\xff"),
     ("png_magic_only", b"\x89PNG\r\n\x1a\n"),
+    ("not_utf8", b"\xfe\xfa\x80\x81\xc3\x28 random bytes"),  # unknown format, invalid UTF-8
 ])
 def test_bad_bytes_raise_invalid_argument(name, data):
     with pytest.raises(tf.errors.InvalidArgumentError):

@@ -73,8 +73,9 @@ def header_shape(image_bytes: tf.Tensor) -> tf.Tensor:
     head = _header(image_bytes)
     known = tf.debugging.Assert(
         fmt > _UNKNOWN,
-        ["image_bytes is not a JPEG, PNG, GIF or BMP file (first bytes:",
-         tf.strings.substr(image_bytes, 0, 8), ")"])
+        # The first bytes as numbers: raw bytes in an error message need not be UTF-8,
+        # and TensorFlow's Python layer then fails to decode the message itself.
+        ["image_bytes is not a JPEG, PNG, GIF or BMP file (first bytes:", head[:8], ")"])
     with tf.control_dependencies([known]):
         fmt = tf.identity(fmt)
 
