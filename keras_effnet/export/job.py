@@ -319,6 +319,12 @@ def _held_out(source, image_size: int, limit: int | None, batch_size: int = 64
             return
 
 
+def _fraction_equal(a: Any, b: Any) -> float | None:
+    """Fraction of positions where two label arrays agree (None when empty)."""
+    import numpy as np
+    return float(np.mean(a == b)) if len(b) else None
+
+
 def _predict_all(predict: Callable[[Any], Any], batches) -> tuple[Any, Any]:
     import numpy as np
     predictions, labels = [], []
@@ -333,7 +339,6 @@ def _predict_all(predict: Callable[[Any], Any], batches) -> tuple[Any, Any]:
 def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportReport:
     """Runs the export described by ``config`` (validated first) and measures it."""
     config.validate()
-    import numpy as np
     import tensorflow as tf
 
     from keras_effnet.export import saved_model as saved_model_lib
@@ -352,7 +357,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
         return lambda images: m.predict_on_batch(images)
 
     reference, labels = _predict_all(keras_predict(model), held_out())
-    keras_top1 = float(np.mean(reference == labels)) if len(labels) else None
+    keras_top1 = _fraction_equal(reference, labels)
     artifacts.append(Artifact("keras (reference)", str(config.model_dir or config.model),
                               top1=keras_top1, eval_images=len(labels)))
 
@@ -377,8 +382,8 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
         pruned_reference, _ = _predict_all(keras_predict(pruned), held_out())
         artifacts.append(Artifact(
             f"keras pruned {config.prune:.0%}", None,
-            top1=float(np.mean(pruned_reference == labels)) if len(labels) else None,
-            agreement=float(np.mean(pruned_reference == reference)) if len(labels) else None,
+            top1=_fraction_equal(pruned_reference, labels),
+            agreement=_fraction_equal(pruned_reference, reference),
             eval_images=len(labels), notes="agrees = with the unpruned model"))
 
     if "saved_model" in config.formats:
@@ -397,10 +402,9 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
         artifacts.append(Artifact(
             "saved_model" + (" (pruned)" if served is pruned else ""), str(export.path),
             size_bytes=export.size_bytes,
-            top1=float(np.mean(predictions == labels)) if len(labels) else None,
-            agreement=(float(np.mean(predictions == (pruned_reference if served is pruned
-                                                     else reference)))
-                       if len(labels) else None),
+            top1=_fraction_equal(predictions, labels),
+            agreement=_fraction_equal(
+                predictions, pruned_reference if served is pruned else reference),
             eval_images=len(labels), notes=f"models.config: {export.models_config}"))
 
     if "tflite" in config.formats:
@@ -436,10 +440,9 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
             artifacts.append(Artifact(
                 f"tflite {mode}" + (" pruned" if pruned is not None else ""), str(written.path),
                 size_bytes=written.size_bytes, gzipped_bytes=written.gzipped_bytes,
-                top1=float(np.mean(predictions == labels)) if len(labels) else None,
-                agreement=(float(np.mean(predictions == (pruned_reference if pruned is not None
-                                                         else reference)))
-                           if len(labels) else None),
+                top1=_fraction_equal(predictions, labels),
+                agreement=_fraction_equal(
+                    predictions, pruned_reference if pruned is not None else reference),
                 eval_images=len(labels), notes=notes))
     report = ExportReport(name, version, artifacts, sparsity)
     for line in report.lines():
