@@ -130,6 +130,23 @@ def test_overrides_are_typed_and_checked():
         config_lib.apply_overrides(cfg, ["progressive_stages=9"])
 
 
+def test_presets_are_consistent():
+    from keras_effnet.builder import resolve_variant
+
+    quick, full = config_lib.quick_config(), config_lib.full_config()
+    assert sorted(config_lib.DISPLAY_ORDER) == sorted(config_lib.SECTIONS)
+    assert set(config_lib.CPU_SECTIONS) | {"reliability", "gpu"} == set(config_lib.SECTIONS)
+    assert quick.mode == "quick" and full.mode == "full" and quick.repeats >= 5
+    assert full.train_jit == (False, True) and full.train_image_size == 128
+    assert quick.build_model_names() == ("efficientnet-b0", "efficientnetv2-b0")
+    assert "efficientnet-l2" in full.build_model_names()
+    for cfg in (quick, full):  # every model name or arch in the presets resolves
+        for name in (cfg.train_models + cfg.mfu_models + cfg.build_model_names()
+                     + (cfg.pipeline_model, cfg.progressive_model, cfg.serving_model,
+                        cfg.tflite_model, cfg.gpu_model)):
+            assert resolve_variant(name).blocks
+
+
 @pytest.mark.parametrize("args,message", [
     (["--only=train,bogus"], "error: --only: unknown section(s) bogus; choose from"),
     (["--bogus=1"], "error: Unknown command line flag 'bogus'"),

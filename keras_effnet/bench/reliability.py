@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["TINY_ARCH", "fuzz_block_strings", "block_string_fuzz", "serving_fuzz_inputs",
-           "fuzz_serving", "seed_image_folder", "kill_and_resume"]
+           "fuzz_serving", "seed_image_folder", "kill_and_resume", "photo_crop", "encode"]
 
 # Two tiny stages (~25k parameters at 10 classes): trains at 8-16 px in seconds.
 TINY_ARCH = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
@@ -115,7 +115,7 @@ def fuzz_block_strings(n: int = 10_000, seed: int = 0) -> dict[str, Any]:
 
 # --- serving ----------------------------------------------------------------------------
 
-def _photo(rng: random.Random, width: int, height: int):
+def photo_crop(rng: random.Random, width: int, height: int):
     """A random crop of one of scikit-learn's two photographs, resized to
     ``width x height``, as a PIL image (real image statistics, no download)."""
     from PIL import Image
@@ -139,6 +139,7 @@ def _photos():
 
 
 def encode(image, fmt: str, **kwargs) -> bytes:
+    """A PIL image encoded as ``fmt`` ("JPEG", "PNG", "GIF", "BMP")."""
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
@@ -146,7 +147,7 @@ def encode(image, fmt: str, **kwargs) -> bytes:
 
 def _valid_image(rng: random.Random, max_side: int = 200) -> tuple[str, bytes]:
     w, h = rng.randint(1, max_side), rng.randint(1, max_side)
-    image = _photo(rng, w, h)
+    image = photo_crop(rng, w, h)
     fmt = rng.choice(["JPEG", "PNG", "GIF", "BMP"])
     mode = rng.choice(["RGB", "RGB", "L", "RGBA", "P"])
     if fmt == "JPEG" and mode in ("RGBA", "P"):
@@ -205,9 +206,9 @@ def serving_fuzz_inputs(n: int = 1000, seed: int = 0, max_pixels: int = 250_000
                 data = _png_header_only(rng.randint(side + 1, 200_000),
                                         rng.randint(side + 1, 200_000))
             elif choice == 1:  # a real image over the budget
-                data = encode(_photo(rng, side + 50, side + 50), rng.choice(["JPEG", "PNG"]))
+                data = encode(photo_crop(rng, side + 50, side + 50), rng.choice(["JPEG", "PNG"]))
             else:  # a GIF whose logical screen claims 65535 x 65535
-                valid = encode(_photo(rng, 8, 8).convert("P"), "GIF")
+                valid = encode(photo_crop(rng, 8, 8).convert("P"), "GIF")
                 data = valid[:6] + b"\xff\xff\xff\xff" + valid[10:]
         else:
             sub, data = _valid_image(rng, max_side=min(side, 300))
@@ -287,20 +288,20 @@ def seed_image_folder(root: str | os.PathLike, per_class: int = 24, seed: int = 
 
     for label in ("cats", "dogs"):
         for i in range(per_class):
-            image = _photo(rng, rng.randint(24, 64), rng.randint(24, 64))
+            image = photo_crop(rng, rng.randint(24, 64), rng.randint(24, 64))
             fmt = "JPEG" if i % 2 else "PNG"
             put(f"{label}/{i:03d}.{'jpg' if fmt == 'JPEG' else 'png'}", encode(image, fmt),
                 "present")
-    good = encode(_photo(rng, 48, 48), "JPEG")
+    good = encode(photo_crop(rng, 48, 48), "JPEG")
     # Odd modes: decodable, converted to RGB by the source.
-    put("cats/gray.png", encode(_photo(rng, 40, 40).convert("L"), "PNG"), "present")
-    put("cats/gray.jpg", encode(_photo(rng, 40, 40).convert("L"), "JPEG"), "present")
-    put("dogs/rgba.png", encode(_photo(rng, 40, 40).convert("RGBA"), "PNG"), "present")
-    put("dogs/palette.png", encode(_photo(rng, 40, 40).convert("P"), "PNG"), "present")
-    put("cats/palette.gif", encode(_photo(rng, 40, 40).convert("P"), "GIF"), "present")
-    put("dogs/rgb.bmp", encode(_photo(rng, 40, 40), "BMP"), "present")
-    put("dogs/UPPER.JPG", encode(_photo(rng, 40, 40), "JPEG"), "present")
-    frames = [_photo(rng, 32, 32).convert("P") for _ in range(3)]
+    put("cats/gray.png", encode(photo_crop(rng, 40, 40).convert("L"), "PNG"), "present")
+    put("cats/gray.jpg", encode(photo_crop(rng, 40, 40).convert("L"), "JPEG"), "present")
+    put("dogs/rgba.png", encode(photo_crop(rng, 40, 40).convert("RGBA"), "PNG"), "present")
+    put("dogs/palette.png", encode(photo_crop(rng, 40, 40).convert("P"), "PNG"), "present")
+    put("cats/palette.gif", encode(photo_crop(rng, 40, 40).convert("P"), "GIF"), "present")
+    put("dogs/rgb.bmp", encode(photo_crop(rng, 40, 40), "BMP"), "present")
+    put("dogs/UPPER.JPG", encode(photo_crop(rng, 40, 40), "JPEG"), "present")
+    frames = [photo_crop(rng, 32, 32).convert("P") for _ in range(3)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     put("cats/animated.gif", buffer.getvalue(), "present")
@@ -308,7 +309,7 @@ def seed_image_folder(root: str | os.PathLike, per_class: int = 24, seed: int = 
     put("cats/empty.jpg", b"", "skipped")
     put("dogs/empty.png", b"", "skipped")
     put("cats/truncated.jpg", good[:len(good) // 3], "skipped")
-    put("dogs/truncated.png", encode(_photo(rng, 40, 40), "PNG")[:60], "skipped")
+    put("dogs/truncated.png", encode(photo_crop(rng, 40, 40), "PNG")[:60], "skipped")
     put("cats/garbage.jpg", bytes(rng.getrandbits(8) for _ in range(500)), "skipped")
     put("dogs/text.png", b"this is not an image\n" * 5, "skipped")
     put("cats/notes.txt", b"a text file\n", "skipped")

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from keras_effnet.bench import report
 from keras_effnet.bench.config import DISPLAY_ORDER, SECTIONS, BenchConfig
+from keras_effnet.bench import sections as sections_lib
 from keras_effnet.bench.sections import run_section
 
 __all__ = ["run"]
@@ -37,10 +38,15 @@ def run(config: BenchConfig, sections: Sequence[str], out_dir: str | Path, comma
                "config": config.to_dict(), "sections": {}}
     started = time.perf_counter()
     order = [s for s in SECTIONS if s in sections]
-    for name in order:
-        results["sections"][name] = run_section(name, config, out, log)
-        results["wall_s"] = round(time.perf_counter() - started, 1)
-        report.write_results(out, report.merge_results(previous, results), DISPLAY_ORDER)
+    sections_lib.start_background(config, order)
+    try:
+        for name in order:
+            results["sections"][name] = run_section(name, config, out, log)
+            results["wall_s"] = round(time.perf_counter() - started, 1)
+            report.write_results(out, report.merge_results(previous, results),
+                                 DISPLAY_ORDER)
+    finally:
+        sections_lib.stop_background()
     results["wall_s"] = round(time.perf_counter() - started, 1)
     merged = report.merge_results(previous, results)
     json_path, md_path = report.write_results(out, merged, DISPLAY_ORDER)

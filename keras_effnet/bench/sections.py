@@ -4,9 +4,9 @@ returns a JSON-ready dict (``title``, ``columns``, ``rows``, ``notes``, ``figure
 
     python -m keras_effnet.bench.sections <section> <config.json> <out_dir> <result.json>
 
-runs one section in a fresh process (used for ``tflite``, whose pruning imports
-tensorflow-model-optimization, and for the serving fuzz, where a crash must not take the
-whole benchmark down).
+runs one section in a fresh process: the TFLite conversions (pruning imports
+tensorflow-model-optimization, which switches a process to legacy Keras) and the serving
+fuzz (a crash there must not take the whole benchmark down).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,8 @@ from typing import Any, Callable
 from keras_effnet.bench import timing
 from keras_effnet.bench.config import BenchConfig
 
-__all__ = ["SECTION_FUNCTIONS", "TITLES", "run_section", "run_in_child", "GPUUnavailable"]
+__all__ = ["SECTION_FUNCTIONS", "TITLES", "run_section", "run_in_child", "GPUUnavailable",
+           "start_background", "stop_background", "prepare_tflite"]
 
 TITLES = {
     "plots": "Figures: accuracy vs MACs, progressive plan",
@@ -184,10 +186,10 @@ def write_jpeg_folder(root: Path, n: int, seed: int) -> Path:
     class folders: a stand-in for an ImageNet-like folder."""
     import random
 
-    from keras_effnet.bench.reliability import _photo, encode
+    from keras_effnet.bench.reliability import encode, photo_crop
     rng = random.Random(seed)
     for i in range(n):
-        image = _photo(rng, rng.randint(240, 400), rng.randint(240, 400))
+        image = photo_crop(rng, rng.randint(240, 400), rng.randint(240, 400))
         path = root / ("a" if i % 2 else "b") / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode(image, "JPEG", quality=90))
@@ -348,8 +350,10 @@ def section_progressive(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                     ("time_to_target_s", "time to fixed's final top-1 (s)"),
                     ("reached", "reached"), ("speedup", "speedup vs fixed")],
         "rows": rows, "runs": runs, "figures": [figure],
-        "notes": [f"keras_effnet.train.train on digits: {cfg.progressive_model} (shrunk to "
-                  f"width 0.5, depth 0.5 by the digits defaults), {cfg.progressive_epochs} "
+        "notes": [f"keras_effnet.train.train on digits: {cfg.progressive_model}"
+                  + (" (shrunk to width 0.5, depth 0.5 by the digits defaults)"
+                     if cfg.progressive_model == "efficientnetv2-b0" else "")
+                  + f", {cfg.progressive_epochs} "
                   f"epochs, batch {cfg.progressive_batch}, final size "
                   f"{cfg.progressive_image_size} px, eval every epoch at that size; "
                   f"progressive = {cfg.progressive_stages} automl stages from "
@@ -365,9 +369,9 @@ def section_progressive(cfg: BenchConfig, out: Path) -> dict[str, Any]:
 def _jpegs(n: int, short_side: int, seed: int) -> list[bytes]:
     import random
 
-    from keras_effnet.bench.reliability import _photo, encode
+    from keras_effnet.bench.reliability import encode, photo_crop
     rng = random.Random(seed)
-    return [encode(_photo(rng, int(short_side * rng.uniform(1.0, 1.5)), short_side), "JPEG",
+    return [encode(photo_crop(rng, int(short_side * rng.uniform(1.0, 1.5)), short_side), "JPEG",
                    quality=90) for _ in range(n)]
 
 
@@ -445,53 +449,139 @@ def section_serving(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                   f"{cfg.serving_calls} calls per round."]}
 
 
-# --- 5. TFLite (child process) --------------------------------------------------------
+# --- 5. TFLite ------------------------------------------------------------------------
 
-def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
-    import numpy as np
+def _tflite_file(name: str) -> str:
+    return name.replace(" ", "_").replace("%", "pct") + ".tflite"
 
+
+def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
+    """Converts (and prunes) the TFLite models into ``models_dir``; runs in a child
+    process, because importing tensorflow-model-optimization switches the process to
+    legacy Keras. Returns sizes, sparsity and how long each step took."""
     import keras_effnet
     from keras_effnet.export import prune as prune_lib
     from keras_effnet.export import tflite
     from keras_effnet.export.measure import digits_arrays
 
     size = cfg.tflite_image_size
-    _clear()
     _keras().utils.set_random_seed(cfg.seed)
     model = keras_effnet.build(cfg.tflite_model, classes=10, input_shape=(size, size, 3))
     x, y, _, _ = digits_arrays(size)
-    contents, info, spent = {}, {}, {}
-    started = time.perf_counter()
-
-    def clock(what: str, since: float) -> float:
-        now = time.perf_counter()
-        spent[what] = round(now - since, 1)
-        return now
-
+    if cfg.prune_steps_per_epoch:  # only what the fine-tuning reads
+        x, y = x[:32 * cfg.prune_steps_per_epoch], y[:32 * cfg.prune_steps_per_epoch]
+    info: dict[str, dict[str, Any]] = {}
+    spent: dict[str, float] = {}
     mark = time.perf_counter()
-    contents["float32"] = tflite.convert(model)
-    mark = clock("convert float32", mark)
-    contents["float16"] = tflite.convert(model, "float16")
-    mark = clock("convert float16", mark)
-    contents["int8"] = tflite.convert(model, "int8", representative_images=x[:100])
-    mark = clock("convert int8", mark)
+
+    def keep(key: str, content: bytes, **extra) -> None:
+        nonlocal mark
+        (models_dir / _tflite_file(key)).write_bytes(content)
+        info[key] = {"bytes": len(content), "gzip_bytes": tflite.gzipped_size(content),
+                     **extra}
+        now = time.perf_counter()
+        spent[key] = round(now - mark, 1)
+        mark = now
+
+    keep("float32", tflite.convert(model))
+    keep("float16", tflite.convert(model, "float16"))
+    keep("int8", tflite.convert(model, "int8", representative_images=x[:100]))
     for target in (0.5, 0.75):
         pruned = prune_lib.prune(model, (x, y), prune_lib.PruneConfig(
             target_sparsity=target, epochs=cfg.prune_epochs,
             steps_per_epoch=cfg.prune_steps_per_epoch or None, learning_rate=5e-4),
             variant=cfg.tflite_model)
-        key = f"pruned {int(target * 100)}%"
-        mark = clock(f"prune {key}", mark)
-        contents[key] = tflite.convert(pruned.model, sparsity=True)
-        mark = clock(f"convert {key}", mark)
-        info[key] = {"min_kernel_sparsity": pruned.min_sparsity,
-                     "sparse_encoded": tflite.sparsity_encoded(contents[key])}
-    convert_s = time.perf_counter() - started
+        content = tflite.convert(pruned.model, sparsity=True)
+        keep(f"pruned {int(target * 100)}%", content, min_kernel_sparsity=pruned.min_sparsity,
+             sparse_encoded=tflite.sparsity_encoded(content))
+    return {"models": info, "seconds": spent}
+
+
+class _Child:
+    """One section function run in a fresh Python process (``python -m
+    keras_effnet.bench.sections``), started now; :meth:`result` waits for it. Its
+    ``out`` folder is ``self.work / "out"`` unless given."""
+
+    def __init__(self, section: str, cfg: BenchConfig, out: Path | None = None):
+        self.work = Path(tempfile.mkdtemp(prefix=f"keras_effnet_bench_{section}_"))
+        self.out = out or self.work / "out"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.result_path = self.work / "result.json"
+        config_path = self.work / "config.json"
+        config_path.write_text(json.dumps(cfg.to_dict()))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL",
+                                                                       "3")}
+        self.log = open(self.work / "output.txt", "wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "keras_effnet.bench.sections", section, str(config_path),
+             str(self.out), str(self.result_path)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def result(self, timeout: float = 3600) -> dict[str, Any]:
+        """The child's result, or ``{"error": ...}``."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return {"error": f"timed out after {timeout:.0f} s"}
+        finally:
+            self.log.close()
+        if self.proc.returncode != 0 or not self.result_path.exists():
+            text = (self.work / "output.txt").read_text(errors="replace").strip()
+            tail = [line for line in text.splitlines() if line.strip()][-5:]
+            return {"error": f"exit status {self.proc.returncode}: " + " | ".join(tail)}
+        result = json.loads(self.result_path.read_text())
+        result["child_wall_s"] = round(time.perf_counter() - self.started, 1)
+        return result
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+# Children started ahead of their section (see start_background).
+_BACKGROUND: dict[str, _Child] = {}
+
+
+def start_background(cfg: BenchConfig, sections: list[str]) -> None:
+    """Starts the TFLite conversion child now, when ``cfg.tflite_background``: it is
+    CPU work that is not timed, so it can overlap the first sections (their A/B rounds
+    are interleaved, so ratios hold; their absolute times run slower)."""
+    if "tflite" in sections and cfg.tflite_background and "tflite" not in _BACKGROUND:
+        _BACKGROUND["tflite"] = _Child("_tflite_prepare", cfg)
+
+
+def stop_background() -> None:
+    for key in list(_BACKGROUND):
+        _BACKGROUND.pop(key).cleanup()
+
+
+def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from keras_effnet.export import tflite
+
+    background = "tflite" in _BACKGROUND
+    child = _BACKGROUND.pop("tflite", None) or _Child("_tflite_prepare", cfg)
+    try:
+        prepared = child.result()
+        if prepared.get("error"):
+            raise RuntimeError(f"TFLite conversion failed: {prepared['error']}")
+        contents = {k: (child.out / _tflite_file(k)).read_bytes() for k in prepared["models"]}
+    finally:
+        child.cleanup()
+    size = cfg.tflite_image_size
     runners = {k: tflite.LiteRunner(c, num_threads=cfg.tflite_threads)
                for k, c in contents.items()}
     image = np.random.default_rng(cfg.seed).uniform(0, 255, (size, size, 3)).astype("float32")
     per_round: dict[str, list[float]] = {k: [] for k in runners}
-    for k, runner in runners.items():  # warm-up
+    for runner in runners.values():  # warm-up
         runner.latency(image, runs=2, warmup=2)
     names = list(runners)
     for r in range(cfg.repeats):  # interleaved: one block of invokes per model per round
@@ -499,15 +589,16 @@ def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
             per_round[k].append(timing.median(runners[k].latency(
                 image, runs=cfg.tflite_runs, warmup=1)))
     base = timing.median(per_round["float32"])
+    float_bytes = prepared["models"]["float32"]["bytes"]
     rows = []
-    for k, content in contents.items():
+    for k, info in prepared["models"].items():
         ms = timing.median(per_round[k])
-        rows.append({"model": k, "bytes": len(content), "gzip_bytes": tflite.gzipped_size(content),
+        rows.append({"model": k, "bytes": info["bytes"], "gzip_bytes": info["gzip_bytes"],
                      "latency_ms": None if ms is None else 1e3 * ms,
                      "latency_vs_float32": timing.ratio(ms, base),
-                     "size_vs_float32": len(content) / len(contents["float32"]),
-                     "min_kernel_sparsity": info.get(k, {}).get("min_kernel_sparsity"),
-                     "sparse_encoded": info.get(k, {}).get("sparse_encoded"),
+                     "size_vs_float32": info["bytes"] / float_bytes,
+                     "min_kernel_sparsity": info.get("min_kernel_sparsity"),
+                     "sparse_encoded": info.get("sparse_encoded"),
                      "times_s": per_round[k]})
     return {
         "columns": [("model", "TFLite model"), ("bytes", "bytes"), ("gzip_bytes", "gzipped"),
@@ -515,7 +606,8 @@ def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                     ("latency_vs_float32", "latency vs float32"),
                     ("min_kernel_sparsity", "min kernel sparsity"),
                     ("sparse_encoded", "sparse encoded")],
-        "rows": rows, "convert_s": convert_s, "convert_breakdown_s": spent,
+        "rows": rows, "prepare_s": prepared.get("seconds"),
+        "prepare_wall_s": prepared.get("child_wall_s"), "prepared_in_background": background,
         "notes": [f"{cfg.tflite_model} at {size} px, batch 1, 10 classes, "
                   f"{cfg.tflite_threads} thread(s), ai-edge-litert with XNNPACK "
                   "(OpResolverType.AUTO); median over rounds of the median of "
@@ -524,7 +616,10 @@ def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                   f"{cfg.prune_epochs} epoch(s)"
                   + (f" of {cfg.prune_steps_per_epoch} steps" if cfg.prune_steps_per_epoch
                      else "") + " on digits) converted float32 with sparse encoding where "
-                  "XNNPACK accepts it. The model is not trained: sizes and latencies only."]}
+                  "XNNPACK accepts it. The model is not trained: sizes and latencies only. "
+                  "Conversion and pruning ran in a child process"
+                  + (", in the background from the start of the run" if background else "")
+                  + f" ({prepared.get('child_wall_s')} s)."]}
 
 
 # --- 6. build time --------------------------------------------------------------------
@@ -843,54 +938,36 @@ SECTION_FUNCTIONS: dict[str, Callable[[BenchConfig, Path], dict[str, Any]]] = {
     "tflite": section_tflite, "build": section_build, "mfu": section_mfu,
     "reliability": section_reliability, "gpu": section_gpu,
     "_serving_fuzz": _serving_fuzz_child,
+    "_tflite_prepare": prepare_tflite,
 }
-# Sections that run in a fresh process (see the module docstring).
-CHILD_SECTIONS = ("tflite",)
-
-
 def run_in_child(section: str, cfg: BenchConfig, out: Path, timeout: float = 3600
                  ) -> dict[str, Any]:
     """Runs one section in a fresh Python process; its result, or ``{"error": ...}``."""
-    with tempfile.TemporaryDirectory() as work:
-        config_path = Path(work) / "config.json"
-        result_path = Path(work) / "result.json"
-        config_path.write_text(json.dumps(cfg.to_dict()))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL",
-                                                                       "3")}
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "keras_effnet.bench.sections", section,
-                 str(config_path), str(out), str(result_path)],
-                capture_output=True, text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:.0f} s"}
-        if proc.returncode != 0 or not result_path.exists():
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
-            return {"error": f"exit status {proc.returncode}: " + " | ".join(tail)}
-        return json.loads(result_path.read_text())
+    child = _Child(section, cfg, out)
+    try:
+        return child.result(timeout)
+    finally:
+        child.cleanup()
 
 
 def run_section(section: str, cfg: BenchConfig, out: Path,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs one section (in this process, or a child for ``CHILD_SECTIONS``) and adds
-    its title, mode, date and wall time. A failure is reported in the result, not
-    raised, so one broken section does not lose the others (except ``GPUUnavailable``)."""
+    """Runs one section and adds its title, mode, date and wall time. A failure is
+    reported in the result, not raised, so one broken section does not lose the others
+    (except ``GPUUnavailable``)."""
     from keras_effnet.bench.report import utc_now
 
     started = time.perf_counter()
     log(f"[benchmark] {section}: {TITLES.get(section, section)} ...")
     date = utc_now()
-    if section in CHILD_SECTIONS:
-        result = run_in_child(section, cfg, out)
-    else:
-        try:
-            result = SECTION_FUNCTIONS[section](cfg, out)
-        except GPUUnavailable:
-            raise
-        except Exception as e:  # noqa: BLE001 - reported in the table, the run goes on
-            import traceback
-            traceback.print_exc()
-            result = {"error": f"{type(e).__name__}: {e}"[:500]}
+    try:
+        result = SECTION_FUNCTIONS[section](cfg, out)
+    except GPUUnavailable:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported in the table, the run goes on
+        import traceback
+        traceback.print_exc()
+        result = {"error": f"{type(e).__name__}: {e}"[:500]}
     result.update(title=TITLES.get(section, section), mode=cfg.mode, date=date,
                   wall_s=round(time.perf_counter() - started, 1))
     log(f"[benchmark] {section}: done in {result['wall_s']} s"
