@@ -32,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 from absl import app, flags  # noqa: E402
 
+from keras_effnet.cli import fail, parse_flags  # noqa: E402
 from keras_effnet.bench.config import (CPU_SECTIONS, SECTIONS, apply_overrides,  # noqa: E402
                                        full_config, quick_config)
 
@@ -52,11 +53,6 @@ flags.DEFINE_multi_string("set", [], "Override a BenchConfig setting: --set=name
                           "(tuples comma-separated), repeatable.")
 
 
-def _fail(message: str, status: int = 2) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return status
-
-
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Silences file descriptor 2 (C++ logging writes there, past ``sys.stderr``), so a
@@ -70,14 +66,6 @@ def _quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with a one-line error instead of absl's usage dump."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(_fail(f"{e} (see --helpfull)"))
 
 
 def chosen_sections() -> list[str]:
@@ -104,7 +92,7 @@ def chosen_sections() -> list[str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        return _fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+        return fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
     try:
         sections = chosen_sections()
         config = quick_config() if FLAGS.quick else full_config()
@@ -113,7 +101,7 @@ def main(argv: list[str]) -> int:
             assignments.append(f"repeats={FLAGS.repeats}")
         config = apply_overrides(config, assignments)
     except ValueError as e:
-        return _fail(str(e))
+        return fail(str(e))
     device = "gpu" if FLAGS.gpu else "cpu"
     out_dir = Path(FLAGS.out_dir) if FLAGS.out_dir else ROOT / "benchmarks" / device
     if FLAGS.gpu:
@@ -121,7 +109,7 @@ def main(argv: list[str]) -> int:
         with _quiet_native_stderr():  # TensorFlow's C++ start-up lines
             name = gpu_name()
         if name is None:
-            return _fail("--gpu needs a visible GPU; TensorFlow sees none "
+            return fail("--gpu needs a visible GPU; TensorFlow sees none "
                          "(tf.config.list_physical_devices('GPU') is empty).")
     from absl import logging
     logging.set_verbosity(logging.WARNING)

@@ -18,10 +18,9 @@ one ``error: ...`` line and exits with status 2.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
 
+from keras_effnet.cli import fail, parse_flags
 from keras_effnet.export.job import ExportConfig, ExportError, parse_list
 
 FLAGS = flags.FLAGS
@@ -74,35 +73,22 @@ def config_from_flags() -> ExportConfig:
         top_k=FLAGS.top_k)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with a one-line error instead of absl's usage dump."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(_fail(f"{e} (see --helpfull)"))
-
-
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        return _fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+        return fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (saver timings)
     config = config_from_flags()
     try:
         config.validate()
     except ExportError as e:
-        return _fail(str(e))
+        return fail(str(e))
     from keras_effnet.export import job
     from keras_effnet.export.saved_model import VersionExistsError
     try:
         job.run(config)
     except (ExportError, VersionExistsError, FileExistsError, ImportError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     return 0
 
 

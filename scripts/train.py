@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 
 from absl import app, flags  # noqa: E402
 
+from keras_effnet.cli import fail, parse_flags  # noqa: E402
 from keras_effnet.train.trainer import TrainConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -108,19 +109,6 @@ def config_from_flags() -> TrainConfig:
     return TrainConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FLAGS})
 
 
-def _fail(message: str, status: int = 2) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return status
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with a one-line error instead of absl's usage dump."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(_fail(f"{e} (see --helpfull)"))
-
-
 def check_request(config: TrainConfig) -> None:
     """Cheap checks that need no TensorFlow, so a mistake fails in a second."""
     from keras_effnet.builder import resolve_variant
@@ -181,22 +169,22 @@ def _export(model_dir: str) -> int:
         from keras_effnet.export.job import run as run_export
         from keras_effnet.export.saved_model import VersionExistsError
     except ImportError as e:
-        return _fail(f"--export: keras_effnet.export is not available ({e}); the trained "
+        return fail(f"--export: keras_effnet.export is not available ({e}); the trained "
                      f"model is in {model_dir}/final_model.keras.", 1)
     print(f"exporting {model_dir} (--noexport skips this) ...")
     try:
         run_export(export_config(model_dir))
     except ImportError as e:
-        return _fail(f"--export: {e} (or pass --export_prune=0); the trained model is in "
+        return fail(f"--export: {e} (or pass --export_prune=0); the trained model is in "
                      f"{model_dir}/final_model.keras.", 1)
     except (ExportError, VersionExistsError, FileExistsError) as e:
-        return _fail(f"--export: {e}", 1)
+        return fail(f"--export: {e}", 1)
     return 0
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        return _fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
+        return fail(f"unexpected arguments {argv[1:]}; every option is a --flag=value")
     from absl import logging
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO chatter (saver timings)
     config = config_from_flags()
@@ -205,15 +193,15 @@ def main(argv: list[str]) -> int:
         if FLAGS.export:
             check_export_request()
     except ValueError as e:
-        return _fail(str(e))
+        return fail(str(e))
     from keras_effnet.train.trainer import NonFiniteLossError, train
 
     try:
         result = train(config)
     except NonFiniteLossError as e:
-        return _fail(str(e), 1)
+        return fail(str(e), 1)
     except ValueError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except KeyboardInterrupt:
         print("interrupted: checkpoint saved; run the same command again to resume.",
               file=sys.stderr)
