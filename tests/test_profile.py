@@ -1,6 +1,5 @@
 """Parameters and MACs from the spec alone, pinned per variant and checked against papers."""
 
-import time
 
 import pytest
 
@@ -121,12 +120,20 @@ def test_profile_of_a_custom_arch():
     assert p.blocks == 2
 
 
-def test_profiles_are_fast():
-    start = time.perf_counter()
+def test_profiles_come_from_the_spec_alone(monkeypatch):
+    # No TF graph, no Keras model: profiling every variant must not reach the builder or
+    # create a single layer (which is what keeps it to milliseconds per variant).
+    import keras
+
+    import keras_effnet.builder as builder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("profile() built a model")
+
+    monkeypatch.setattr(builder, "build", refuse)
+    monkeypatch.setattr(keras.layers.Layer, "__init__", refuse)
     for name in list_models():
-        profile(name)
-    # Reported, not asserted as a timing target: this is a sanity bound of minutes.
-    assert time.perf_counter() - start < 60
+        assert profile(name).params > 0
 
 
 @pytest.mark.parametrize("base, factor", [("efficientnet-b0", 2.0), ("efficientnetv2-s", 2.0),
