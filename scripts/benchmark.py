@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
             name = gpu_name()
         if name is None:
             return fail("--gpu needs a visible GPU; TensorFlow sees none "
-                         "(tf.config.list_physical_devices('GPU') is empty).")
+                        "(tf.config.list_physical_devices('GPU') is empty).")
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     from keras_effnet.bench.runner import run

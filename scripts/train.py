@@ -170,13 +170,13 @@ def _export(model_dir: str) -> int:
         from keras_effnet.export.saved_model import VersionExistsError
     except ImportError as e:
         return fail(f"--export: keras_effnet.export is not available ({e}); the trained "
-                     f"model is in {model_dir}/final_model.keras.", 1)
+                    f"model is in {model_dir}/final_model.keras.", 1)
     print(f"exporting {model_dir} (--noexport skips this) ...")
     try:
         run_export(export_config(model_dir))
     except ImportError as e:
         return fail(f"--export: {e} (or pass --export_prune=0); the trained model is in "
-                     f"{model_dir}/final_model.keras.", 1)
+                    f"{model_dir}/final_model.keras.", 1)
     except (ExportError, VersionExistsError, FileExistsError) as e:
         return fail(f"--export: {e}", 1)
     return 0

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from keras_effnet.bench import report
-from keras_effnet.bench.config import DISPLAY_ORDER, SECTIONS, BenchConfig
 from keras_effnet.bench import sections as sections_lib
-from keras_effnet.bench.sections import run_section
+from keras_effnet.bench.config import DISPLAY_ORDER, SECTIONS, BenchConfig
 
 __all__ = ["run"]
 
@@ -41,7 +40,7 @@ def run(config: BenchConfig, sections: Sequence[str], out_dir: str | Path, comma
     sections_lib.start_background(config, order)
     try:
         for name in order:
-            results["sections"][name] = run_section(name, config, out, log)
+            results["sections"][name] = sections_lib.run_section(name, config, out, log)
             results["wall_s"] = round(time.perf_counter() - started, 1)
             report.write_results(out, report.merge_results(previous, results),
                                  DISPLAY_ORDER)

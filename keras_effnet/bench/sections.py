@@ -281,7 +281,7 @@ def time_to_reach(seconds: list[float], accuracy: list[float], target: float
 
 def section_progressive(cfg: BenchConfig, out: Path) -> dict[str, Any]:
     from keras_effnet.bench import plots
-    from keras_effnet.train import TrainConfig, train
+    from keras_effnet.train.trainer import DEFAULT_MODEL, TrainConfig, train
 
     def config(stages: int, model_dir: str, **extra) -> TrainConfig:
         fields = dict(model=cfg.progressive_model, dataset="digits",
@@ -352,7 +352,7 @@ def section_progressive(cfg: BenchConfig, out: Path) -> dict[str, Any]:
         "rows": rows, "runs": runs, "figures": [figure],
         "notes": [f"keras_effnet.train.train on digits: {cfg.progressive_model}"
                   + (" (shrunk to width 0.5, depth 0.5 by the digits defaults)"
-                     if cfg.progressive_model == "efficientnetv2-b0" else "")
+                     if cfg.progressive_model == DEFAULT_MODEL else "")
                   + f", {cfg.progressive_epochs} "
                   f"epochs, batch {cfg.progressive_batch}, final size "
                   f"{cfg.progressive_image_size} px, eval every epoch at that size; "
@@ -940,6 +940,8 @@ SECTION_FUNCTIONS: dict[str, Callable[[BenchConfig, Path], dict[str, Any]]] = {
     "_serving_fuzz": _serving_fuzz_child,
     "_tflite_prepare": prepare_tflite,
 }
+
+
 def run_in_child(section: str, cfg: BenchConfig, out: Path, timeout: float = 3600
                  ) -> dict[str, Any]:
     """Runs one section in a fresh Python process; its result, or ``{"error": ...}``."""
