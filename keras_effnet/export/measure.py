@@ -12,9 +12,9 @@ measures, on the 397 held-out digits:
   images): top-1 agreement with the float32 TFLite, and top-1;
 * pruning at each sparsity (fine-tuned for ``prune_epochs``, the sparsity schedule ending
   halfway): smallest kernel sparsity of the pruned layers, gzipped TFLite size dense /
-  pruned, top-1 before and after, for each of ``block_sizes`` (pruning units; the
-  default (4, 1) is keyed by the sparsity alone, others add "block IxO"). The briefly
-  trained model still gains from more training, so the dense model fine-tuned for the
+  pruned, top-1 before and after, for each of ``block_sizes`` (pruning units;
+  PruneConfig's default is keyed by the sparsity alone, others add "block IxO"). The
+  briefly trained model still gains from more training, so the dense model fine-tuned for the
   same epochs at the same learning rate is measured too (``control``): the drop is
   reported against both;
 * with ``--xnnpack_latency_size``: ``PruneForLatencyOnXNNPack`` at the last sparsity and
@@ -57,7 +57,7 @@ def _top1(probabilities: np.ndarray, labels: np.ndarray) -> float:
 def measure(model: str, image_size: int = 32, epochs: int = 6,
             sparsities: Sequence[float] = (0.5, 0.75), prune_epochs: int = 8,
             prune_learning_rate: float = 5e-4, prune_end_fraction: float = 0.5,
-            control: bool = True, block_sizes: Sequence[tuple[int, int]] = ((4, 1),),
+            control: bool = True, block_sizes: Sequence[tuple[int, int]] | None = None,
             quantize: Sequence[str] = ("float16", "dynamic", "int8"),
             xnnpack_latency_size: int | None = None, calibration: int = 100,
             seed: int = 0, log=print) -> dict[str, Any]:
@@ -96,6 +96,9 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
                         "top1": _top1(probabilities, y_test), "bytes": len(content)}
         log(f"{mode}: {result[mode]}")
 
+    default_block = prune_lib.PruneConfig().block_size
+    block_sizes = [tuple(b) for b in block_sizes or [default_block]]
+
     def prune_config(target, **kwargs):
         return prune_lib.PruneConfig(target_sparsity=target, epochs=prune_epochs,
                                      learning_rate=prune_learning_rate,
@@ -103,12 +106,12 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
 
     if control and sparsities:
         # The same fine-tuning without pruning: Adam at the same rate, the same epochs
-        # and batch size as keras_effnet.export.prune uses for (images, labels).
+        # and batch size as keras_effnet.export.prune.
         dense = keras.models.clone_model(net)
         dense.set_weights(net.get_weights())
         dense.compile(keras.optimizers.Adam(prune_learning_rate),
                       "sparse_categorical_crossentropy", jit_compile=False)
-        dense.fit(x, y, epochs=prune_epochs, batch_size=32, verbose=0)
+        dense.fit(x, y, epochs=prune_epochs, batch_size=prune_lib.ARRAY_BATCH_SIZE, verbose=0)
         result["dense_finetuned_top1"] = _top1(dense.predict(x_test, verbose=0), y_test)
         log(f"dense fine-tuned {prune_epochs} epochs: top-1 "
             f"{result['dense_finetuned_top1']:.2%}")
@@ -116,7 +119,7 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
 
     result["pruning"] = {}
     for target, block in ((t, b) for t in sparsities for b in block_sizes):
-        pruned = prune_lib.prune(net, (x, y), prune_config(target, block_size=tuple(block)),
+        pruned = prune_lib.prune(net, (x, y), prune_config(target, block_size=block),
                                  variant=variant)
         sparse = tflite.convert(pruned.model, sparsity=True)
         figures = {
@@ -132,7 +135,7 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
             figures["drop_points_vs_dense_finetuned"] = 100 * (
                 result["dense_finetuned_top1"] - figures["top1_after"])
         key = str(target)
-        if tuple(block) != (4, 1):
+        if block != default_block:
             key += f" block {block[0]}x{block[1]}"
         result["pruning"][key] = figures
         log(f"pruned {target:.0%}, block {block}: {figures}")
@@ -164,6 +167,16 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
     return result
 
 
+def _block_size(text: str) -> tuple[int, int]:
+    try:
+        block = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        block = ()
+    if len(block) != 2 or min(block) < 1:
+        raise SystemExit(f"error: --block_sizes: {text!r} is not INxOUT, e.g. 4x1 or 1x1")
+    return block
+
+
 def main(argv: list[str]) -> None:
     from absl import flags
     FLAGS = flags.FLAGS
@@ -174,8 +187,7 @@ def main(argv: list[str]) -> None:
                      prune_epochs=FLAGS.prune_epochs,
                      prune_learning_rate=FLAGS.prune_learning_rate,
                      prune_end_fraction=FLAGS.prune_end_fraction, control=FLAGS.control,
-                     block_sizes=[tuple(int(n) for n in b.split("x"))
-                                  for b in FLAGS.block_sizes],
+                     block_sizes=[_block_size(b) for b in FLAGS.block_sizes],
                      xnnpack_latency_size=FLAGS.xnnpack_latency_size,
                      calibration=FLAGS.representative_images)
     print(json.dumps(result, indent=2))

@@ -28,6 +28,8 @@ __all__ = ["PruneConfig", "PruneResult", "prune", "tf_keras_twin", "select_layer
            "kernel_sparsity", "POLICIES"]
 
 POLICIES = ("magnitude", "xnnpack")
+# Batch size of the fine-tuning when train_data is (images, labels) arrays.
+ARRAY_BATCH_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +249,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
 
     if isinstance(train_data, tuple):
         images, labels = train_data
-        batch_size = 32
+        batch_size = ARRAY_BATCH_SIZE
         steps_per_epoch = config.steps_per_epoch or math.ceil(len(images) / batch_size)
     else:
         cardinality = int(train_data.cardinality())
