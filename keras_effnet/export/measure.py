@@ -14,9 +14,9 @@ measures, on the 397 held-out digits:
   halfway): smallest kernel sparsity of the pruned layers, gzipped TFLite size dense /
   pruned, top-1 before and after, for each of ``block_sizes`` (pruning units;
   PruneConfig's default is keyed by the sparsity alone, others add "block IxO"). The
-  briefly trained model still gains from more training, so the dense model fine-tuned for the
-  same epochs at the same learning rate is measured too (``control``): the drop is
-  reported against both;
+  briefly trained model still gains from more training, so the dense model fine-tuned
+  for the same epochs at the same learning rate is measured too (``control``): the drop
+  is reported against both;
 * with ``--xnnpack_latency_size``: ``PruneForLatencyOnXNNPack`` at the last sparsity and
   dense vs pruned latency with ai-edge-litert's XNNPACK, interleaved in one run.
 
