@@ -22,6 +22,7 @@ from absl import app, flags
 
 from keras_effnet.cli import fail, parse_flags
 from keras_effnet.export.job import ExportConfig, ExportError, parse_list
+from keras_effnet.export.prune import PruneConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training run directory (final_model.keras, "
@@ -34,10 +35,14 @@ flags.DEFINE_list("quantize", ["none"], "TFLite flavours: none, float16, dynamic
                   "(a list writes one file each).")
 flags.DEFINE_float("prune", 0.0, "Target sparsity (e.g. 0.5): prune + fine-tune, then write "
                    "sparse TFLite files. 0 = no pruning.")
-flags.DEFINE_integer("prune_epochs", 2, "Fine-tuning epochs while pruning.")
+flags.DEFINE_integer("prune_epochs", PruneConfig.epochs, "Fine-tuning epochs while pruning.")
 flags.DEFINE_integer("prune_steps", None, "Fine-tuning steps per epoch (default: one pass "
                      "over the training split).")
-flags.DEFINE_float("prune_learning_rate", 1e-4, "Fine-tuning learning rate (Adam).")
+flags.DEFINE_float("prune_learning_rate", PruneConfig.learning_rate,
+                   "Fine-tuning learning rate (Adam).")
+flags.DEFINE_float("prune_end_fraction", PruneConfig.prune_end_fraction,
+                   "The sparsity schedule reaches --prune after this fraction of the "
+                   "fine-tuning; the rest fine-tunes at the target.")
 flags.DEFINE_enum("prune_policy", "magnitude", ["magnitude", "xnnpack"],
                   "xnnpack: 1x1 convolutions only, model in XNNPACK sparse-inference form.")
 flags.DEFINE_bool("serve_pruned", False, "Also serve the pruned weights (default: the "
@@ -63,7 +68,8 @@ def config_from_flags() -> ExportConfig:
         model_dir=FLAGS.model_dir, model=FLAGS.model, num_classes=FLAGS.num_classes,
         formats=parse_list(FLAGS.formats), quantize=parse_list(FLAGS.quantize),
         prune=FLAGS.prune, prune_epochs=FLAGS.prune_epochs, prune_steps=FLAGS.prune_steps,
-        prune_learning_rate=FLAGS.prune_learning_rate, prune_policy=FLAGS.prune_policy,
+        prune_learning_rate=FLAGS.prune_learning_rate,
+        prune_end_fraction=FLAGS.prune_end_fraction, prune_policy=FLAGS.prune_policy,
         serve_pruned=FLAGS.serve_pruned, saved_models=FLAGS.saved_models,
         tflite_dir=FLAGS.tflite_dir, model_name=FLAGS.model_name, version=FLAGS.version,
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, image_size=FLAGS.image_size,

@@ -52,6 +52,10 @@ def _assert_one_line_error(result, *fragments):
     (["--model=efficientnet-lite0", "--prune=1.5"], ["--prune", "[0, 1)"]),
     (["--model=efficientnet-lite0", "--quantize=int8"], ["--dataset"]),
     (["--model=efficientnet-lite0", "stray"], ["unexpected arguments"]),
+    (["--model=efficientnet-lite0", "--prune=0.5", "--prune_end_fraction=0"],
+     ["--prune_end_fraction", "(0, 1]"]),
+    (["--model=efficientnet-lite0", "--prune=0.5", "--prune_learning_rate=-1"],
+     ["--prune_learning_rate", "> 0"]),
 ])
 def test_bad_requests_fail_with_one_line(args, fragments):
     _assert_one_line_error(_export(*args, timeout=120), *fragments)

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from keras_effnet.export.prune import PruneConfig
+
 __all__ = ["ExportConfig", "ExportError", "ExportReport", "Artifact", "FORMATS", "run"]
 
 FORMATS = ("saved_model", "tflite")
@@ -43,8 +45,9 @@ class ExportConfig:
         quantize: TFLite modes to write (``none``, ``float16``, ``dynamic``, ``int8``).
         prune: target sparsity (0 = no pruning); prunes, fine-tunes, then writes sparse
             TFLite files. ``serve_pruned`` also serves the pruned weights.
-        prune_epochs, prune_steps, prune_learning_rate, prune_policy: the fine-tuning
-            (``prune_steps``: steps per epoch, default one pass over the training split).
+        prune_epochs, prune_steps, prune_learning_rate, prune_end_fraction, prune_policy:
+            the fine-tuning (``prune_steps``: steps per epoch, default one pass over the
+            training split); defaults are :class:`~keras_effnet.export.prune.PruneConfig`'s.
         saved_models: TF-Serving base directory; tflite_dir: where TFLite files go.
         model_name, version: default the run's variant name and the next free version.
         dataset, data_dir: held-out data for accuracy (default: the run's).
@@ -61,9 +64,10 @@ class ExportConfig:
     formats: tuple[str, ...] = FORMATS
     quantize: tuple[str, ...] = ("none",)
     prune: float = 0.0
-    prune_epochs: int = 2
+    prune_epochs: int = PruneConfig.epochs
     prune_steps: int | None = None
-    prune_learning_rate: float = 1e-4
+    prune_learning_rate: float = PruneConfig.learning_rate
+    prune_end_fraction: float = PruneConfig.prune_end_fraction
     prune_policy: str = "magnitude"
     serve_pruned: bool = False
     saved_models: str = "saved_models"
@@ -166,6 +170,13 @@ class ExportConfig:
             raise ExportError(f"--prune_epochs must be >= 1; got {self.prune_epochs}")
         if self.prune_steps is not None and self.prune_steps < 1:
             raise ExportError(f"--prune_steps must be >= 1; got {self.prune_steps}")
+        if not self.prune_learning_rate > 0.0:
+            raise ExportError(f"--prune_learning_rate must be > 0; got "
+                              f"{self.prune_learning_rate}")
+        if not 0.0 < self.prune_end_fraction <= 1.0:
+            raise ExportError(f"--prune_end_fraction must be in (0, 1] (the sparsity "
+                              f"schedule ends after this fraction of the fine-tuning); got "
+                              f"{self.prune_end_fraction}")
         if self.version is not None and self.version < 1:
             raise ExportError(f"--version must be a positive integer; got {self.version}")
         if "int8" in self.quantize and self.representative_images < 100:
@@ -375,7 +386,8 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
             model, train, prune_lib.PruneConfig(
                 target_sparsity=config.prune, epochs=config.prune_epochs,
                 steps_per_epoch=config.prune_steps,
-                learning_rate=config.prune_learning_rate, policy=config.prune_policy),
+                learning_rate=config.prune_learning_rate,
+                prune_end_fraction=config.prune_end_fraction, policy=config.prune_policy),
             variant=variant, image_size=image_size)
         pruned, sparsity = result.model, result.sparsity
         pruned_reference, _ = _predict_all(keras_predict(pruned), held_out())

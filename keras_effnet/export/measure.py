@@ -11,9 +11,10 @@ measures, on the 397 held-out digits:
 * float16 / dynamic / int8 TFLite (int8 calibrated on the first ``calibration`` training
   images): top-1 agreement with the float32 TFLite, and top-1;
 * pruning at each sparsity (fine-tuned for ``prune_epochs``, the sparsity schedule ending
-  halfway): smallest kernel sparsity of the pruned layers, gzipped TFLite size dense /
-  pruned, top-1 before and after, for each of ``block_sizes`` (pruning units;
-  PruneConfig's default is keyed by the sparsity alone, others add "block IxO"). The
+  after ``prune_end_fraction`` of it; defaults are PruneConfig's): smallest kernel
+  sparsity of the pruned layers, gzipped TFLite size dense / pruned, top-1 before and
+  after, for each of ``block_sizes`` (pruning units; PruneConfig's default is keyed by
+  the sparsity alone, others add "block IxO"). The
   briefly trained model still gains from more training, so the dense model fine-tuned
   for the same epochs at the same learning rate is measured too (``control``): the drop
   is reported against both;
@@ -31,6 +32,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from keras_effnet.export.prune import PruneConfig
 
 __all__ = ["digits_arrays", "measure"]
 
@@ -55,8 +58,10 @@ def _top1(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def measure(model: str, image_size: int = 32, epochs: int = 6,
-            sparsities: Sequence[float] = (0.5, 0.75), prune_epochs: int = 8,
-            prune_learning_rate: float = 5e-4, prune_end_fraction: float = 0.5,
+            sparsities: Sequence[float] = (0.5, 0.75),
+            prune_epochs: int = PruneConfig.epochs,
+            prune_learning_rate: float = PruneConfig.learning_rate,
+            prune_end_fraction: float = PruneConfig.prune_end_fraction,
             control: bool = True, block_sizes: Sequence[tuple[int, int]] | None = None,
             quantize: Sequence[str] = ("float16", "dynamic", "int8"),
             xnnpack_latency_size: int | None = None, calibration: int = 100,
@@ -159,6 +164,9 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
             "sparsity": target, "image_size": size,
             "min_kernel_sparsity": pruned.min_sparsity,
             "sparse_encoded": tflite.sparsity_encoded(sparse_content),
+            "densify_ops": tflite.densify_ops(sparse_content),
+            "pruned_1x1_layers": len(pruned.sparsity),
+            "sparse_path_unavailable": tflite.xnnpack_sparse_unavailable(),
             "dense_ms": 1e3 * float(np.median(dense_times)),
             "pruned_ms": 1e3 * float(np.median(sparse_times)),
             "ratio": float(np.median(dense_times) / np.median(sparse_times))}
@@ -199,10 +207,13 @@ if __name__ == "__main__":
     flags.DEFINE_integer("image_size", 32, "Digits are upscaled to this size.")
     flags.DEFINE_integer("epochs", 6, "Training epochs before measuring.")
     flags.DEFINE_list("sparsities", ["0.5", "0.75"], "Pruning targets.")
-    flags.DEFINE_integer("prune_epochs", 8, "Fine-tuning epochs while pruning.")
-    flags.DEFINE_float("prune_learning_rate", 5e-4, "Adam learning rate while pruning.")
-    flags.DEFINE_float("prune_end_fraction", 0.5, "The sparsity schedule reaches the "
-                       "target after this fraction of the fine-tuning steps.")
+    flags.DEFINE_integer("prune_epochs", PruneConfig.epochs,
+                         "Fine-tuning epochs while pruning.")
+    flags.DEFINE_float("prune_learning_rate", PruneConfig.learning_rate,
+                       "Adam learning rate while pruning.")
+    flags.DEFINE_float("prune_end_fraction", PruneConfig.prune_end_fraction,
+                       "The sparsity schedule reaches the target after this fraction of "
+                       "the fine-tuning steps.")
     flags.DEFINE_list("block_sizes", ["4x1"], "Pruning units of 1x1 kernels to measure, "
                       "as INxOUT (4x1: keras_effnet's default; 1x1: element-wise).")
     flags.DEFINE_bool("control", True, "Also fine-tune the dense model for the same epochs.")

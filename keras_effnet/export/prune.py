@@ -59,9 +59,9 @@ class PruneConfig:
     """
 
     target_sparsity: float = 0.5
-    epochs: int = 2
+    epochs: int = 8
     steps_per_epoch: int | None = None
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4
     prune_end_fraction: float = 0.6
     frequency: int | None = None
     prune_stem: bool = False
