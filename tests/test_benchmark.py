@@ -154,6 +154,8 @@ def test_presets_are_consistent():
     (["--repeats=0"], "error: repeats must be >= 1"),
     (["--gpu", "--only=train"], "error: --gpu runs the accelerator part on its own"),
     (["--only=gpu"], "error: the gpu section runs with --gpu"),
+    (["--set=tflite_flavours=int8"], "error: tflite_flavours must include float32"),
+    (["--set=tflite_flavours=float32,fp8"], "error: tflite_flavours must include float32"),
     (["--gpu"], "error: --gpu needs a visible GPU"),  # CUDA_VISIBLE_DEVICES="" here
 ])
 def test_bad_requests_print_one_line_and_exit_2(args, message, tmp_path):
@@ -261,3 +263,23 @@ def test_tiny_mfu_section_writes_valid_results(tmp_path):
                                       ["macs_per_s"])
     md = (tmp_path / "results.md").read_text()
     assert "## 7. Model FLOP utilisation" in md and "| efficientnet-b0 | 32 | 1 |" in md
+
+
+@pytest.mark.slow
+def test_tiny_tflite_section_has_the_xnnpack_sparse_model_and_its_dense_twin(tmp_path):
+    result = _run("--only=tflite", f"--out_dir={tmp_path}", "--repeats=1",
+                  "--set=warmup=0", "--set=tflite_image_size=32", "--set=tflite_runs=2",
+                  "--set=prune_epochs=1", "--set=prune_steps_per_epoch=2",
+                  "--set=tflite_flavours=float32,xnnpack", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = json.loads((tmp_path / "results.json").read_text())["sections"]["tflite"]
+    assert "error" not in section, section
+    rows = {row["model"]: row for row in section["rows"]}
+    assert set(rows) == {"float32", "xnnpack form, dense", "xnnpack form, pruned 75% (1x1)"}
+    sparse = rows["xnnpack form, pruned 75% (1x1)"]
+    assert sparse["sparse_encoded"] and sparse["min_kernel_sparsity"] >= 0.75
+    assert sparse["gzip_bytes"] < rows["xnnpack form, dense"]["gzip_bytes"]
+    xnnpack = section["xnnpack_sparse"]
+    assert xnnpack["densify_ops"] > 0
+    assert xnnpack["speedup"] == pytest.approx(xnnpack["dense_twin_ms"] / xnnpack["pruned_ms"])
+    assert any("as fast as its dense twin" in note for note in section["notes"])

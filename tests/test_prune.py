@@ -120,4 +120,8 @@ def test_xnnpack_policy_rewrites_and_prunes_1x1_only():
     assert min(result.sparsity.values()) >= 0.75
     content = tflite.convert(result.model, sparsity=True)
     assert tflite.sparsity_encoded(content)
+    # Every pruned 1x1 kernel stays sparse-encoded, expanded by a DENSIFY at load: the
+    # hint XNNPACK's sparse inference reads.
+    assert tflite.densify_ops(content) == len(result.sparsity)
+    assert tflite.densify_ops(tflite.convert(result.model)) == 0
     assert tflite.LiteRunner(content).predict(x[:4]).shape == (4, 10)

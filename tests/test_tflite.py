@@ -110,3 +110,10 @@ def test_write_tflite_is_atomic_and_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         tflite.write_tflite(b"other", path, "none")
     assert path.read_bytes() == content
+
+
+def test_xnnpack_sparse_inference_is_reported_off_on_x86_with_avx():
+    reason = tflite.xnnpack_sparse_unavailable("x86_64", ["sse4_2", "avx", "avx2"])
+    assert "AVX" in reason and "ARM" in reason
+    assert tflite.xnnpack_sparse_unavailable("x86_64", ["sse4_2", "ssse3"]) is None
+    assert tflite.xnnpack_sparse_unavailable("aarch64", ["avx"]) is None

@@ -18,6 +18,7 @@ SECTIONS = CPU_SECTIONS + ("reliability", "gpu")
 # The order of the tables in results.md: the numbering.
 DISPLAY_ORDER = ("plots", "train", "pipeline", "progressive", "serving", "tflite", "build",
                  "mfu", "reliability", "gpu")
+TFLITE_FLAVOURS = ("float32", "float16", "int8", "pruned50", "pruned75", "xnnpack")
 
 _ALL_WITH_APPLICATIONS = (
     "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
@@ -71,6 +72,9 @@ class BenchConfig:
     tflite_image_size: int = 224
     tflite_runs: int = 20  # invokes per timed round
     tflite_threads: int = 1
+    # Which models: float32 (the baseline, always), float16, int8, pruned50 and pruned75
+    # (magnitude pruning), xnnpack (lite models: the XNNPACK-sparse model and its twin).
+    tflite_flavours: tuple[str, ...] = TFLITE_FLAVOURS
     prune_epochs: int = 2
     prune_steps_per_epoch: int = 0  # 0: one pass over the digits train split
     # Convert and prune in a child process started with the run, overlapping the first
@@ -124,6 +128,11 @@ class BenchConfig:
         if self.pipeline_images < 2 * self.pipeline_batch:
             raise ValueError("pipeline_images must be at least 2 * pipeline_batch (the folder "
                              "source keeps 80 % for training).")
+        unknown = set(self.tflite_flavours) - set(TFLITE_FLAVOURS)
+        if unknown or "float32" not in self.tflite_flavours:
+            raise ValueError(f"tflite_flavours must include float32 and be among "
+                             f"{', '.join(TFLITE_FLAVOURS)}. Received: "
+                             f"{','.join(self.tflite_flavours)}")
         for name in ("serving_batches", "gpu_batches"):
             values = getattr(self, name)
             if not values or min(values) < 1:

@@ -451,6 +451,10 @@ def section_serving(cfg: BenchConfig, out: Path) -> dict[str, Any]:
 
 # --- 5. TFLite ------------------------------------------------------------------------
 
+XNNPACK_DENSE = "xnnpack form, dense"
+XNNPACK_SPARSE = "xnnpack form, pruned 75% (1x1)"
+
+
 def _tflite_file(name: str) -> str:
     return name.replace(" ", "_").replace("%", "pct") + ".tflite"
 
@@ -461,13 +465,15 @@ def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
     legacy Keras. Returns sizes, sparsity and how long each step took."""
     import keras_effnet
     from keras_effnet.export import prune as prune_lib
-    from keras_effnet.export import tflite
+    from keras_effnet.export import rewrite, tflite
+    from keras_effnet.builder import resolve_variant
     from keras_effnet.export.measure import digits_arrays
 
     size = cfg.tflite_image_size
     _keras().utils.set_random_seed(cfg.seed)
     model = keras_effnet.build(cfg.tflite_model, classes=10, input_shape=(size, size, 3))
-    x, y, _, _ = digits_arrays(size)
+    calibration, labels, _, _ = digits_arrays(size)
+    x, y = calibration, labels
     if cfg.prune_steps_per_epoch:  # only what the fine-tuning reads
         x, y = x[:32 * cfg.prune_steps_per_epoch], y[:32 * cfg.prune_steps_per_epoch]
     info: dict[str, dict[str, Any]] = {}
@@ -483,17 +489,33 @@ def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
         spent[key] = round(now - mark, 1)
         mark = now
 
+    flavours = cfg.tflite_flavours
     keep("float32", tflite.convert(model))
-    keep("float16", tflite.convert(model, "float16"))
-    keep("int8", tflite.convert(model, "int8", representative_images=x[:100]))
-    for target in (0.5, 0.75):
+    if "float16" in flavours:
+        keep("float16", tflite.convert(model, "float16"))
+    if "int8" in flavours:
+        keep("int8", tflite.convert(model, "int8", representative_images=calibration[:100]))
+    for target in (t for t in (0.5, 0.75) if f"pruned{int(t * 100)}" in flavours):
         pruned = prune_lib.prune(model, (x, y), prune_lib.PruneConfig(
             target_sparsity=target, epochs=cfg.prune_epochs,
-            steps_per_epoch=cfg.prune_steps_per_epoch or None, learning_rate=5e-4),
+            steps_per_epoch=cfg.prune_steps_per_epoch or None),
             variant=cfg.tflite_model)
         content = tflite.convert(pruned.model, sparsity=True)
         keep(f"pruned {int(target * 100)}%", content, min_kernel_sparsity=pruned.min_sparsity,
              sparse_encoded=tflite.sparsity_encoded(content))
+    if "xnnpack" in flavours and resolve_variant(cfg.tflite_model).family == "lite":
+        # XNNPACK's sparse-inference form: the dense twin rewritten the same way, and
+        # 75 % pruning of the 1x1 convolutions checked by PruneForLatencyOnXNNPack.
+        keep(XNNPACK_DENSE, tflite.convert(rewrite.to_xnnpack_form(model, input_size=size)))
+        pruned = prune_lib.prune(model, (x, y), prune_lib.PruneConfig(
+            target_sparsity=0.75, epochs=cfg.prune_epochs,
+            steps_per_epoch=cfg.prune_steps_per_epoch or None, policy="xnnpack"),
+            variant=cfg.tflite_model, image_size=size)
+        content = tflite.convert(rewrite.replay(pruned.model, lambda *args: None,
+                                                input_size=size), sparsity=True)
+        keep(XNNPACK_SPARSE, content, min_kernel_sparsity=pruned.min_sparsity,
+             sparse_encoded=tflite.sparsity_encoded(content),
+             densify_ops=tflite.densify_ops(content))
     return {"models": info, "seconds": spent}
 
 
@@ -600,7 +622,25 @@ def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                      "min_kernel_sparsity": info.get("min_kernel_sparsity"),
                      "sparse_encoded": info.get("sparse_encoded"),
                      "times_s": per_round[k]})
+    notes = []
+    xnnpack = None
+    if XNNPACK_SPARSE in per_round:
+        twin, sparse = (timing.median(per_round[k]) for k in (XNNPACK_DENSE, XNNPACK_SPARSE))
+        reason = tflite.xnnpack_sparse_unavailable()
+        xnnpack = {"dense_twin_ms": None if twin is None else 1e3 * twin,
+                   "pruned_ms": None if sparse is None else 1e3 * sparse,
+                   "speedup": timing.ratio(twin, sparse),
+                   "densify_ops": prepared["models"][XNNPACK_SPARSE].get("densify_ops"),
+                   "sparse_path_unavailable": reason}
+        notes.append(
+            "XNNPACK-sparse: the 75 %-pruned model in XNNPACK's sparse form runs "
+            + ("–" if xnnpack["speedup"] is None else f"{xnnpack['speedup']:.2f}x")
+            + " as fast as its dense twin "
+            f"({xnnpack['densify_ops']} sparse weights, each behind the DENSIFY op XNNPACK "
+            "reads as its sparse hint)"
+            + (f"; on this machine {reason}." if reason else "."))
     return {
+        "xnnpack_sparse": xnnpack,
         "columns": [("model", "TFLite model"), ("bytes", "bytes"), ("gzip_bytes", "gzipped"),
                     ("size_vs_float32", "size vs float32"), ("latency_ms", "latency (ms)"),
                     ("latency_vs_float32", "latency vs float32"),
@@ -619,7 +659,7 @@ def section_tflite(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                   "XNNPACK accepts it. The model is not trained: sizes and latencies only. "
                   "Conversion and pruning ran in a child process"
                   + (", in the background from the start of the run" if background else "")
-                  + f" ({prepared.get('child_wall_s')} s)."]}
+                  + f" ({prepared.get('child_wall_s')} s)."] + notes}
 
 
 # --- 6. build time --------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["QUANTIZE_MODES", "MIN_REPRESENTATIVE_IMAGES", "TFLiteExport", "LiteRunner",
            "convert", "write_tflite", "gzipped_size", "top1_agreement", "top1_accuracy",
-           "sparsity_encoded"]
+           "sparsity_encoded", "densify_ops", "xnnpack_sparse_unavailable"]
 
 logger = logging.getLogger("keras_effnet.export")
 
@@ -169,6 +169,49 @@ def sparsity_encoded(content: bytes) -> bool:
             if subgraph.Tensors(t).Sparsity() is not None:
                 return True
     return False
+
+
+def densify_ops(content: bytes) -> int:
+    """Number of DENSIFY operators: one per sparse-encoded constant the interpreter
+    expands at load. A float32 model needs them for XNNPACK's sparse inference, which
+    reads the DENSIFY inputs as its hint that a convolution's weights are sparse."""
+    from ai_edge_litert import schema_py_generated as schema
+    model = schema.Model.GetRootAsModel(content, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        codes.append(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+    return sum(codes[subgraph.Operators(o).OpcodeIndex()] == schema.BuiltinOperator.DENSIFY
+               for subgraph in (model.Subgraphs(s) for s in range(model.SubgraphsLength()))
+               for o in range(subgraph.OperatorsLength()))
+
+
+def xnnpack_sparse_unavailable(machine: str | None = None,
+                               cpu_flags: Iterable[str] | None = None) -> str | None:
+    """Why XNNPACK will run a sparse model densely on this CPU, or None if it may not.
+
+    XNNPACK's sparse (NCHW) inference is switched off on x86 processors with AVX: its
+    sparse micro-kernels target only SSE there, and dense inference is expected to be
+    faster (``xnn_is_chw_compatible_config`` in XNNPACK's hardware config). A pruned
+    model then runs exactly as fast as its dense twin. ARM CPUs (phones, the TFMOT
+    guide's Pixel 4) take the sparse path. ``machine`` and ``cpu_flags`` default to this
+    machine's (``platform.machine()``, the flags line of /proc/cpuinfo).
+    """
+    import platform
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return None
+    if cpu_flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None  # cannot tell
+        line = next((l for l in text.splitlines() if l.startswith("flags")), "")
+        cpu_flags = line.partition(":")[2].split()
+    if "avx" not in set(cpu_flags):
+        return None
+    return ("XNNPACK runs sparse models densely on x86 CPUs with AVX (its sparse kernels "
+            "target SSE only); measure on ARM for the sparse speed-up")
 
 
 def write_tflite(content: bytes, path: str | os.PathLike, quantize: str,
