@@ -1,5 +1,6 @@
 """Magnitude pruning through the tf_keras twin: sparsity, size, accuracy, isolation."""
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -51,6 +52,27 @@ def test_layer_selection_keeps_stem_se_and_classifier_by_default():
             "stage2_block01_se_expand"} <= set(everything)
     only_1x1 = prune.select_layers(model, prune.PruneConfig(policy="xnnpack"))
     assert "stage1_block01_project_conv" not in only_1x1 and "top_conv" in only_1x1
+
+
+def test_fine_tuning_is_seeded_whatever_ran_before():
+    import random
+
+    import tensorflow as tf
+    x, y, _, _ = digits(size=32)
+    model = tiny_model()  # dropout 0.2 and drop path: random during fine-tuning
+    config = prune.PruneConfig(epochs=2, steps_per_epoch=3, learning_rate=1e-3)
+
+    def pruned_weights():
+        return prune.prune(model, (x[:96], y[:96]), config,
+                           variant=TINY_ARCH).model.get_weights()
+
+    first = pruned_weights()
+    random.random(), np.random.rand(3), tf.random.uniform([5])  # other code's draws
+    for a, b in zip(first, pruned_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = prune.prune(model, (x[:96], y[:96]), dataclasses.replace(config, seed=1),
+                        variant=TINY_ARCH).model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
 
 
 def test_twin_has_the_same_outputs():

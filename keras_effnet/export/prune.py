@@ -52,6 +52,10 @@ class PruneConfig:
             channels, which are contiguous in TFLite's (out, in) weight layout: gzip then
             compresses a 50 %-sparse EfficientNet-lite0 1.81x instead of 1.67x
             element-wise, at the same sparsity. kxk kernels are pruned element-wise.
+        seed: seeds the fine-tuning (dropout, drop path, shuffling) with
+            ``tf_keras.utils.set_random_seed`` just before it, so the same model and data
+            give the same pruned weights whatever ran before in the process (this
+            resets Python's, NumPy's and TensorFlow's global seeds).
         policy: ``magnitude`` (every selected 1x1 / kxk convolution and dense), or
             ``xnnpack`` (1x1 convolutions only, model rewritten by
             :func:`keras_effnet.export.rewrite.to_xnnpack_form` and checked by
@@ -69,6 +73,7 @@ class PruneConfig:
     prune_classifier: bool = False
     block_size: tuple[int, int] = (4, 1)
     policy: str = "magnitude"
+    seed: int = 0
 
     def __post_init__(self):
         if not 0.0 < self.target_sparsity < 1.0:
@@ -281,6 +286,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
                     metrics=["accuracy"])
     fit_kwargs = dict(epochs=config.epochs, callbacks=[sparsity_api.UpdatePruningStep()],
                       validation_data=validation_data, verbose=verbose)
+    tf_keras.utils.set_random_seed(config.seed)
     if isinstance(train_data, tuple):
         history = wrapped.fit(images, labels, batch_size=batch_size,
                               steps_per_epoch=config.steps_per_epoch, **fit_kwargs)
