@@ -464,9 +464,9 @@ def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
     process, because importing tensorflow-model-optimization switches the process to
     legacy Keras. Returns sizes, sparsity and how long each step took."""
     import keras_effnet
+    from keras_effnet.builder import resolve_variant
     from keras_effnet.export import prune as prune_lib
     from keras_effnet.export import rewrite, tflite
-    from keras_effnet.builder import resolve_variant
     from keras_effnet.export.measure import digits_arrays
 
     size = cfg.tflite_image_size

@@ -193,7 +193,7 @@ def xnnpack_sparse_unavailable(machine: str | None = None,
     XNNPACK's sparse (NCHW) inference is switched off on x86 processors with AVX: its
     sparse micro-kernels target only SSE there, and dense inference is expected to be
     faster (``xnn_is_chw_compatible_config`` in XNNPACK's hardware config). A pruned
-    model then runs exactly as fast as its dense twin. ARM CPUs (phones, the TFMOT
+    model then runs as fast as its dense twin, no faster. ARM CPUs (phones, the TFMOT
     guide's Pixel 4) take the sparse path. ``machine`` and ``cpu_flags`` default to this
     machine's (``platform.machine()``, the flags line of /proc/cpuinfo).
     """
