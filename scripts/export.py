@@ -22,7 +22,7 @@ from absl import app, flags
 
 from keras_effnet.cli import fail, parse_flags
 from keras_effnet.export.job import ExportConfig, ExportError, parse_list
-from keras_effnet.export.prune import PruneConfig
+from keras_effnet.export.prune import LEARNING_RATE_DECAYS, PruneConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Training run directory (final_model.keras, "
@@ -40,6 +40,9 @@ flags.DEFINE_integer("prune_steps", None, "Fine-tuning steps per epoch (default:
                      "over the training split).")
 flags.DEFINE_float("prune_learning_rate", PruneConfig.learning_rate,
                    "Fine-tuning learning rate (Adam).")
+flags.DEFINE_enum("prune_learning_rate_decay", PruneConfig.learning_rate_decay,
+                  list(LEARNING_RATE_DECAYS), "cosine: decay to 0 once the target "
+                  "sparsity is reached; constant: keep --prune_learning_rate.")
 flags.DEFINE_float("prune_end_fraction", PruneConfig.prune_end_fraction,
                    "The sparsity schedule reaches --prune after this fraction of the "
                    "fine-tuning; the rest fine-tunes at the target.")
@@ -69,6 +72,7 @@ def config_from_flags() -> ExportConfig:
         formats=parse_list(FLAGS.formats), quantize=parse_list(FLAGS.quantize),
         prune=FLAGS.prune, prune_epochs=FLAGS.prune_epochs, prune_steps=FLAGS.prune_steps,
         prune_learning_rate=FLAGS.prune_learning_rate,
+        prune_learning_rate_decay=FLAGS.prune_learning_rate_decay,
         prune_end_fraction=FLAGS.prune_end_fraction, prune_policy=FLAGS.prune_policy,
         serve_pruned=FLAGS.serve_pruned, saved_models=FLAGS.saved_models,
         tflite_dir=FLAGS.tflite_dir, model_name=FLAGS.model_name, version=FLAGS.version,

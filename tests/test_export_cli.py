@@ -56,6 +56,8 @@ def _assert_one_line_error(result, *fragments):
      ["--prune_end_fraction", "(0, 1]"]),
     (["--model=efficientnet-lite0", "--prune=0.5", "--prune_learning_rate=-1"],
      ["--prune_learning_rate", "> 0"]),
+    (["--model=efficientnet-lite0", "--prune=0.5", "--prune_learning_rate_decay=step"],
+     ["prune_learning_rate_decay", "cosine"]),
 ])
 def test_bad_requests_fail_with_one_line(args, fragments):
     _assert_one_line_error(_export(*args, timeout=120), *fragments)

@@ -54,6 +54,21 @@ def test_layer_selection_keeps_stem_se_and_classifier_by_default():
     assert "stage1_block01_project_conv" not in only_1x1 and "top_conv" in only_1x1
 
 
+def test_fine_tuning_learning_rate_is_flat_while_pruning_then_decays_to_zero():
+    import keras
+    config = prune.PruneConfig(epochs=10, learning_rate=1e-3, prune_end_fraction=0.6,
+                               frequency=1)
+    schedule = prune.fine_tuning_learning_rate(config, 10, keras)  # 100 steps, 60 pruning
+    rates = [float(schedule(step)) for step in (0, 30, 59, 60, 80, 99, 100)]
+    assert rates[:4] == pytest.approx([1e-3] * 4)
+    assert rates[4] == pytest.approx(0.5e-3, rel=1e-3)  # half-way down the cosine
+    assert rates[5] < 1e-5 and rates[6] == 0.0
+    constant = dataclasses.replace(config, learning_rate_decay="constant")
+    assert prune.fine_tuning_learning_rate(constant, 10, keras) == 1e-3
+    with pytest.raises(ValueError, match="learning_rate_decay"):
+        prune.PruneConfig(learning_rate_decay="linear")
+
+
 def test_fine_tuning_is_seeded_whatever_ran_before():
     import random
 

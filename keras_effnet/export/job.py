@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from keras_effnet.export.prune import PruneConfig
+from keras_effnet.export.prune import LEARNING_RATE_DECAYS, PruneConfig
 
 __all__ = ["ExportConfig", "ExportError", "ExportReport", "Artifact", "FORMATS", "run"]
 
@@ -45,8 +45,8 @@ class ExportConfig:
         quantize: TFLite modes to write (``none``, ``float16``, ``dynamic``, ``int8``).
         prune: target sparsity (0 = no pruning); prunes, fine-tunes, then writes sparse
             TFLite files. ``serve_pruned`` also serves the pruned weights.
-        prune_epochs, prune_steps, prune_learning_rate, prune_end_fraction, prune_policy:
-            the fine-tuning (``prune_steps``: steps per epoch, default one pass over the
+        prune_epochs, prune_steps, prune_learning_rate, prune_learning_rate_decay,
+            prune_end_fraction, prune_policy: the fine-tuning (``prune_steps``: steps per epoch, default one pass over the
             training split); defaults are :class:`~keras_effnet.export.prune.PruneConfig`'s.
         saved_models: TF-Serving base directory; tflite_dir: where TFLite files go.
         model_name, version: default the run's variant name and the next free version.
@@ -67,6 +67,7 @@ class ExportConfig:
     prune_epochs: int = PruneConfig.epochs
     prune_steps: int | None = None
     prune_learning_rate: float = PruneConfig.learning_rate
+    prune_learning_rate_decay: str = PruneConfig.learning_rate_decay
     prune_end_fraction: float = PruneConfig.prune_end_fraction
     prune_policy: str = "magnitude"
     serve_pruned: bool = False
@@ -173,6 +174,10 @@ class ExportConfig:
         if not self.prune_learning_rate > 0.0:
             raise ExportError(f"--prune_learning_rate must be > 0; got "
                               f"{self.prune_learning_rate}")
+        if self.prune_learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ExportError(f"--prune_learning_rate_decay must be one of "
+                              f"{', '.join(LEARNING_RATE_DECAYS)}; got "
+                              f"{self.prune_learning_rate_decay!r}")
         if not 0.0 < self.prune_end_fraction <= 1.0:
             raise ExportError(f"--prune_end_fraction must be in (0, 1] (the sparsity "
                               f"schedule ends after this fraction of the fine-tuning); got "
@@ -387,6 +392,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
                 target_sparsity=config.prune, epochs=config.prune_epochs,
                 steps_per_epoch=config.prune_steps,
                 learning_rate=config.prune_learning_rate,
+                learning_rate_decay=config.prune_learning_rate_decay,
                 prune_end_fraction=config.prune_end_fraction, policy=config.prune_policy),
             variant=variant, image_size=image_size)
         pruned, sparsity = result.model, result.sparsity

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from keras_effnet.export.prune import PruneConfig
+from keras_effnet.export.prune import LEARNING_RATE_DECAYS, PruneConfig
 
 __all__ = ["digits_arrays", "measure"]
 
@@ -61,6 +61,7 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
             sparsities: Sequence[float] = (0.5, 0.75),
             prune_epochs: int = PruneConfig.epochs,
             prune_learning_rate: float = PruneConfig.learning_rate,
+            prune_learning_rate_decay: str = PruneConfig.learning_rate_decay,
             prune_end_fraction: float = PruneConfig.prune_end_fraction,
             control: bool = True, block_sizes: Sequence[tuple[int, int]] | None = None,
             quantize: Sequence[str] = ("float16", "dynamic", "int8"),
@@ -107,14 +108,17 @@ def measure(model: str, image_size: int = 32, epochs: int = 6,
     def prune_config(target, **kwargs):
         return prune_lib.PruneConfig(target_sparsity=target, epochs=prune_epochs,
                                      learning_rate=prune_learning_rate,
+                                     learning_rate_decay=prune_learning_rate_decay,
                                      prune_end_fraction=prune_end_fraction, **kwargs)
 
     if control and sparsities:
-        # The same fine-tuning without pruning: Adam at the same rate, the same epochs
-        # and batch size as keras_effnet.export.prune.
+        # The same fine-tuning without pruning: Adam with the same learning rate schedule,
+        # epochs and batch size as keras_effnet.export.prune.
         dense = keras.models.clone_model(net)
         dense.set_weights(net.get_weights())
-        dense.compile(keras.optimizers.Adam(prune_learning_rate),
+        steps = -(-len(x) // prune_lib.ARRAY_BATCH_SIZE)
+        dense.compile(keras.optimizers.Adam(prune_lib.fine_tuning_learning_rate(
+                          prune_config(sparsities[0]), steps, keras)),
                       "sparse_categorical_crossentropy", jit_compile=False)
         dense.fit(x, y, epochs=prune_epochs, batch_size=prune_lib.ARRAY_BATCH_SIZE, verbose=0)
         result["dense_finetuned_top1"] = _top1(dense.predict(x_test, verbose=0), y_test)
@@ -194,6 +198,7 @@ def main(argv: list[str]) -> None:
                      sparsities=[float(s) for s in FLAGS.sparsities],
                      prune_epochs=FLAGS.prune_epochs,
                      prune_learning_rate=FLAGS.prune_learning_rate,
+                     prune_learning_rate_decay=FLAGS.prune_learning_rate_decay,
                      prune_end_fraction=FLAGS.prune_end_fraction, control=FLAGS.control,
                      block_sizes=[_block_size(b) for b in FLAGS.block_sizes],
                      xnnpack_latency_size=FLAGS.xnnpack_latency_size,
@@ -211,6 +216,9 @@ if __name__ == "__main__":
                          "Fine-tuning epochs while pruning.")
     flags.DEFINE_float("prune_learning_rate", PruneConfig.learning_rate,
                        "Adam learning rate while pruning.")
+    flags.DEFINE_enum("prune_learning_rate_decay", PruneConfig.learning_rate_decay,
+                      list(LEARNING_RATE_DECAYS), "cosine: decay to 0 once the target "
+                      "sparsity is reached; constant: keep the learning rate.")
     flags.DEFINE_float("prune_end_fraction", PruneConfig.prune_end_fraction,
                        "The sparsity schedule reaches the target after this fraction of "
                        "the fine-tuning steps.")

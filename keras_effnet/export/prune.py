@@ -25,9 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["PruneConfig", "PruneResult", "prune", "tf_keras_twin", "select_layers",
-           "kernel_sparsity", "POLICIES"]
+           "kernel_sparsity", "fine_tuning_learning_rate", "POLICIES", "LEARNING_RATE_DECAYS"]
 
 POLICIES = ("magnitude", "xnnpack")
+LEARNING_RATE_DECAYS = ("cosine", "constant")
 # Batch size of the fine-tuning when train_data is (images, labels) arrays.
 ARRAY_BATCH_SIZE = 32
 
@@ -41,6 +42,10 @@ class PruneConfig:
         epochs, steps_per_epoch: fine-tuning length (steps default: one pass over
             finite data).
         learning_rate: Adam learning rate for fine-tuning.
+        learning_rate_decay: ``cosine`` holds ``learning_rate`` while the sparsity grows,
+            then decays it to 0 along a cosine once the target is reached, so the
+            weights settle (training gets this from its schedule and EMA);
+            ``constant`` keeps it throughout.
         prune_end_fraction: the sparsity schedule reaches the target after this
             fraction of the steps; the rest fine-tunes at the target.
         frequency: steps between mask updates (default: about 16 updates).
@@ -66,6 +71,7 @@ class PruneConfig:
     epochs: int = 8
     steps_per_epoch: int | None = None
     learning_rate: float = 5e-4
+    learning_rate_decay: str = "cosine"
     prune_end_fraction: float = 0.6
     frequency: int | None = None
     prune_stem: bool = False
@@ -87,6 +93,9 @@ class PruneConfig:
         if len(self.block_size) != 2 or min(self.block_size) < 1:
             raise ValueError("block_size must be two positive integers. "
                              f"Received: block_size={self.block_size}")
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}. "
+                             f"Received: learning_rate_decay={self.learning_rate_decay!r}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}. Received: policy={self.policy!r}")
 
@@ -211,6 +220,27 @@ def _labels_are_sparse(train_data: Any) -> bool:
     return len(spec[1].shape) == 1
 
 
+def _sparsity_steps(config: PruneConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(mask update frequency, step at which the target sparsity is reached)."""
+    reached = int(steps_per_epoch * config.epochs * config.prune_end_fraction)
+    frequency = config.frequency or max(1, reached // 16)
+    return frequency, max(frequency, (reached // frequency) * frequency)
+
+
+def fine_tuning_learning_rate(config: PruneConfig, steps_per_epoch: int,
+                              keras_module: Any) -> Any:
+    """The fine-tuning's learning rate: a float, or a ``keras_module`` (Keras 3 or
+    tf_keras) schedule flat at ``config.learning_rate`` until the target sparsity is
+    reached, then a cosine down to 0 (``learning_rate_decay="cosine"``)."""
+    total = steps_per_epoch * config.epochs
+    _, end_step = _sparsity_steps(config, steps_per_epoch)
+    if config.learning_rate_decay == "constant" or total <= end_step:
+        return config.learning_rate
+    return keras_module.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=total - end_step,
+        warmup_target=config.learning_rate, warmup_steps=end_step)
+
+
 def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
           variant: Any = None, image_size: int | None = None,
           validation_data: Any = None, verbose: int = 0) -> PruneResult:
@@ -262,9 +292,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
         if steps_per_epoch is None:
             raise ValueError("train_data is infinite or of unknown length: set "
                              "PruneConfig.steps_per_epoch.")
-    total = steps_per_epoch * config.epochs
-    frequency = config.frequency or max(1, int(total * config.prune_end_fraction) // 16)
-    end_step = max(frequency, (int(total * config.prune_end_fraction) // frequency) * frequency)
+    frequency, end_step = _sparsity_steps(config, steps_per_epoch)
 
     def wrap(layer):
         # Returning the twin's own layers (wrapped or not) keeps their weights.
@@ -282,7 +310,8 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
     wrapped = tf_keras.models.clone_model(twin, clone_function=wrap)
     loss = ("sparse_categorical_crossentropy" if _labels_are_sparse(train_data)
             else "categorical_crossentropy")
-    wrapped.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate), loss=loss,
+    learning_rate = fine_tuning_learning_rate(config, steps_per_epoch, tf_keras)
+    wrapped.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=loss,
                     metrics=["accuracy"])
     fit_kwargs = dict(epochs=config.epochs, callbacks=[sparsity_api.UpdatePruningStep()],
                       validation_data=validation_data, verbose=verbose)
