@@ -472,8 +472,8 @@ def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
     size = cfg.tflite_image_size
     _keras().utils.set_random_seed(cfg.seed)
     model = keras_effnet.build(cfg.tflite_model, classes=10, input_shape=(size, size, 3))
-    calibration, labels, _, _ = digits_arrays(size)
-    x, y = calibration, labels
+    x, y, _, _ = digits_arrays(size)
+    calibration = x[:100]  # int8, before the fine-tuning's cut below
     if cfg.prune_steps_per_epoch:  # only what the fine-tuning reads
         x, y = x[:32 * cfg.prune_steps_per_epoch], y[:32 * cfg.prune_steps_per_epoch]
     info: dict[str, dict[str, Any]] = {}
@@ -494,7 +494,7 @@ def prepare_tflite(cfg: BenchConfig, models_dir: Path) -> dict[str, Any]:
     if "float16" in flavours:
         keep("float16", tflite.convert(model, "float16"))
     if "int8" in flavours:
-        keep("int8", tflite.convert(model, "int8", representative_images=calibration[:100]))
+        keep("int8", tflite.convert(model, "int8", representative_images=calibration))
     for target in (t for t in (0.5, 0.75) if f"pruned{int(t * 100)}" in flavours):
         pruned = prune_lib.prune(model, (x, y), prune_lib.PruneConfig(
             target_sparsity=target, epochs=cfg.prune_epochs,

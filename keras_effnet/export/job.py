@@ -46,8 +46,9 @@ class ExportConfig:
         prune: target sparsity (0 = no pruning); prunes, fine-tunes, then writes sparse
             TFLite files. ``serve_pruned`` also serves the pruned weights.
         prune_epochs, prune_steps, prune_learning_rate, prune_learning_rate_decay,
-            prune_end_fraction, prune_policy: the fine-tuning (``prune_steps``: steps per epoch, default one pass over the
-            training split); defaults are :class:`~keras_effnet.export.prune.PruneConfig`'s.
+            prune_end_fraction, prune_policy: the fine-tuning (``prune_steps``: steps
+            per epoch, default one pass over the training split); defaults are
+            :class:`~keras_effnet.export.prune.PruneConfig`'s.
         saved_models: TF-Serving base directory; tflite_dir: where TFLite files go.
         model_name, version: default the run's variant name and the next free version.
         dataset, data_dir: held-out data for accuracy (default: the run's).
