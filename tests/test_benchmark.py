@@ -13,7 +13,7 @@ import pytest
 
 from keras_effnet.bench import config as config_lib
 from keras_effnet.bench import plots, reliability, report, timing
-from keras_effnet.bench.sections import time_to_reach
+from keras_effnet.bench.sections import reach_target, time_to_reach
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -59,6 +59,21 @@ def test_interleaved_alternates_and_warms_up():
 def test_time_to_reach():
     assert time_to_reach([1.0, 2.0, 3.0], [0.5, 0.8, 0.9], 0.8) == 2.0
     assert time_to_reach([1.0, 2.0], [0.5, 0.6], 0.9) is None
+
+
+def test_reach_target_allows_the_tolerance_on_both_runs():
+    fixed = ([10.0, 20.0, 30.0, 40.0], [0.80, 0.90, 0.952, 0.96])
+    progressive = ([5.0, 10.0, 15.0, 20.0], [0.70, 0.85, 0.956, 0.957])
+    score = reach_target(fixed, progressive, tolerance=0.005)
+    # target 0.955: fixed first reaches it at 40 s, progressive at 15 s
+    assert score["target"] == pytest.approx(0.955)
+    assert (score["fixed_s"], score["progressive_s"]) == (40.0, 15.0)
+    assert score["speedup"] == pytest.approx(40.0 / 15.0)
+    assert score["final_gap"] == pytest.approx(-0.003) and score["equal_final"] is True
+    exact = reach_target(fixed, progressive, tolerance=0.0)
+    assert exact["progressive_s"] is None and exact["speedup"] is None
+    assert exact["fixed_s"] == 40.0 and exact["equal_final"] is False
+    assert reach_target(([], []), progressive, 0.005)["speedup"] is None
 
 
 # --- report ---------------------------------------------------------------------------
@@ -128,6 +143,8 @@ def test_overrides_are_typed_and_checked():
         config_lib.apply_overrides(cfg, ["repeats=many"])
     with pytest.raises(ValueError, match="progressive_stages must be <="):
         config_lib.apply_overrides(cfg, ["progressive_stages=9"])
+    with pytest.raises(ValueError, match="progressive_tolerance is in accuracy points"):
+        config_lib.apply_overrides(cfg, ["progressive_tolerance=-1"])
 
 
 def test_presets_are_consistent():

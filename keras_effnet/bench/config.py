@@ -59,6 +59,9 @@ class BenchConfig:
     progressive_min_image_size: int = 32
     progressive_batch: int = 64
     progressive_repeats: int = 3  # pairs of runs (each run trains a model from scratch)
+    # "equal final accuracy (± 0.5 point)": the progressive run has reached the fixed
+    # run's accuracy when it is within this many points of the fixed run's final one.
+    progressive_tolerance: float = 0.5
     progressive_warmup: bool = True  # one step of each run first (pipeline traces)
     # 4. serving: SavedModel serving_default on JPEG bytes vs the Keras model
     serving_model: str = "efficientnetv2-b0"
@@ -120,6 +123,9 @@ class BenchConfig:
                      "serving_fuzz", "spec_fuzz"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+        if not 0.0 <= self.progressive_tolerance < 100.0:
+            raise ValueError("progressive_tolerance is in accuracy points, 0 <= it < 100. "
+                             f"Received: {self.progressive_tolerance}")
         if self.progressive_stages > self.progressive_epochs:
             raise ValueError("progressive_stages must be <= progressive_epochs. Received: "
                              f"{self.progressive_stages} > {self.progressive_epochs}")

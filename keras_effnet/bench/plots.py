@@ -102,11 +102,13 @@ def plot_progressive_plan(path: str | os.PathLike, model: str = "efficientnetv2-
 
 
 def plot_progressive_vs_fixed(path: str | os.PathLike, curves: Sequence[dict[str, Any]],
-                              target: float | None = None) -> None:
+                              target: float | None = None,
+                              target_label: str = "fixed-size final accuracy") -> None:
     """Validation accuracy against cumulative training time, one line per run.
 
     ``curves``: dicts with ``label``, ``seconds`` (cumulative, per evaluation) and
-    ``accuracy`` (0..1). ``target`` draws the accuracy the fixed-size run ends at.
+    ``accuracy`` (0..1). ``target`` draws the accuracy the runs race to, labelled
+    ``target_label``.
     """
     fig, axes = _figure(8, 5)
     ax = axes[0][0]
@@ -115,7 +117,7 @@ def plot_progressive_vs_fixed(path: str | os.PathLike, curves: Sequence[dict[str
                 label=curve["label"], alpha=0.85)
     if target is not None:
         ax.axhline(100 * target, color="gray", linestyle=":",
-                   label=f"fixed-size final accuracy ({100 * target:.1f} %)")
+                   label=f"{target_label} ({100 * target:.1f} %)")
     ax.set_xlabel("training time (s, cumulative, evaluation excluded)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title("Progressive vs fixed image size (digits)")
