@@ -45,6 +45,13 @@ def test_median_and_ratio():
     assert timing.per_second(64, 2.0) == 32.0
 
 
+def test_paired_ratios_and_spread():
+    assert timing.paired_ratios([2.0, 3.0, 1.0], [1.0, 3.0, 0.0]) == [2.0, 1.0]
+    assert timing.spread(timing.paired_ratios([0.9, 1.1, 1.0], [1.0, 1.0, 1.0])) == \
+        "0.90–1.10"
+    assert timing.spread([]) == "–"
+
+
 def test_interleaved_alternates_and_warms_up():
     calls = []
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}

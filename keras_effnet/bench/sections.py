@@ -152,6 +152,8 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                 "ours_img_s": timing.per_second(images_per_round, a),
                 "theirs_img_s": timing.per_second(images_per_round, b),
                 "ratio": timing.ratio(b, a),  # throughput ratio ours / theirs
+                "round_ratios": timing.spread(timing.paired_ratios(
+                    times[f"keras.applications|{jit}"], times[f"keras_effnet|{jit}"])),
                 "ours_first_call_s": first[("keras_effnet", jit)],
                 "theirs_first_call_s": first[("keras.applications", jit)],
                 "ours_times_s": times[f"keras_effnet|{jit}"],
@@ -166,14 +168,17 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                     ("jit_compile", "jit_compile"), ("ours_img_s", "keras_effnet img/s"),
                     ("theirs_img_s", "keras.applications img/s"),
                     ("ratio", "ratio ours/theirs"),
+                    ("round_ratios", "per-round ratios (min–max)"),
                     ("ours_first_call_s", "ours first call (s)"),
                     ("theirs_first_call_s", "theirs first call (s)")],
         "rows": rows,
         "notes": [f"One round = {cfg.train_steps} train steps (tf.function: forward, "
                   "categorical cross-entropy, gradient, RMSprop.apply) on one batch held in "
                   f"memory; medians of {cfg.repeats} interleaved rounds after {cfg.warmup} "
-                  "warm-up round(s). ratio > 1: keras_effnet is faster. First call = trace "
-                  "(+ XLA compile) + the first round."]
+                  "warm-up round(s). ratio > 1: keras_effnet is faster. Per-round ratios: "
+                  "the same ratio within each round; their spread is this machine's noise, "
+                  "and a ratio of medians inside it is parity. First call = trace (+ XLA "
+                  "compile) + the first round."]
         + ([] if True in cfg.train_jit else [
             "jit_compile=True is left out of these settings: XLA's CPU compile of one train "
             "step takes minutes per model (add it with --set=train_jit=false,true)."])}

@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import Callable, Mapping, Sequence
 
-__all__ = ["median", "ratio", "interleaved", "timed", "per_second"]
+__all__ = ["median", "ratio", "paired_ratios", "spread", "interleaved", "timed", "per_second"]
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -29,6 +29,23 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return float(numerator) / float(denominator)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]
+                  ) -> list[float]:
+    """Round-by-round ``numerators[i] / denominators[i]`` of two interleaved series (rounds
+    with a missing or zero time are left out). Their spread is the noise a ratio of
+    medians has to beat: two sides within it are at parity on this machine."""
+    pairs = (ratio(a, b) for a, b in zip(numerators, denominators))
+    return [r for r in pairs if r is not None and math.isfinite(r)]
+
+
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """``"min–max"`` of ``values`` for a report ("–" when empty)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return "–"
+    return f"{min(finite):.{digits}f}–{max(finite):.{digits}f}"
 
 
 def per_second(count: float, seconds: float | None) -> float | None:
