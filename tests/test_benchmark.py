@@ -290,6 +290,30 @@ def test_tiny_mfu_section_writes_valid_results(tmp_path):
 
 
 @pytest.mark.slow
+def test_tiny_train_section_times_both_models_and_the_a_a_control(tmp_path):
+    result = _run("--only=train", f"--out_dir={tmp_path}", "--repeats=2",
+                  "--set=warmup=0", "--set=train_models=efficientnet-b0",
+                  "--set=train_image_size=32", "--set=train_batch=2", "--set=train_steps=1",
+                  "--set=train_classes=10", "--set=train_jit=false", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = json.loads((tmp_path / "results.json").read_text())["sections"]["train"]
+    assert "error" not in section, section
+    [row] = section["rows"]
+    assert (row["model"], row["image_size"], row["batch"], row["jit_compile"]) == \
+        ("efficientnet-b0", 32, 2, False)
+    for side in ("ours", "theirs", "twin"):
+        assert len(row[f"{side}_times_s"]) == 2 and min(row[f"{side}_times_s"]) > 0
+    assert row["ratio"] == pytest.approx(timing.median(row["theirs_times_s"])
+                                         / timing.median(row["ours_times_s"]))
+    assert row["control_ratio"] == pytest.approx(timing.median(row["twin_times_s"])
+                                                 / timing.median(row["ours_times_s"]))
+    low, high = (float(v) for v in row["round_ratios"].split("–"))
+    assert low <= high
+    md = (tmp_path / "results.md").read_text()
+    assert "A/A control: ours built twice" in md and "| efficientnet-b0 | 32 | 2 | no |" in md
+
+
+@pytest.mark.slow
 def test_tiny_tflite_section_has_the_xnnpack_sparse_model_and_its_dense_twin(tmp_path):
     result = _run("--only=tflite", f"--out_dir={tmp_path}", "--repeats=1",
                   "--set=warmup=0", "--set=tflite_image_size=32", "--set=tflite_runs=2",

@@ -43,6 +43,8 @@ class BenchConfig:
     train_steps: int = 3  # steps per timed round
     train_jit: tuple[bool, ...] = (False, True)
     train_classes: int = 1000
+    # an A/A arm without XLA: keras_effnet's model built twice (the noise floor)
+    train_control: bool = True
     # 2. input pipeline vs train step
     pipeline_model: str = "efficientnetv2-b0"
     pipeline_image_size: int = 128

@@ -141,6 +141,15 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                     _train_step(model, jit)
                 fns[key] = _steps(step, images, labels, cfg.train_steps)
                 first[key] = timing.timed(fns[key])  # trace (and XLA compile)
+        twin = None
+        if cfg.train_control and False in cfg.train_jit:
+            # A/A control: the same keras_effnet model built a second time, in the same
+            # rounds. How far two identical models drift apart is the noise floor.
+            import keras_effnet
+            twin = keras_effnet.build(name, classes=cfg.train_classes, input_shape=shape)
+            fns[("twin", False)] = _steps(_train_step(twin, False), images, labels,
+                                          cfg.train_steps)
+            first[("twin", False)] = timing.timed(fns[("twin", False)])
         times = timing.interleaved({f"{s}|{j}": fn for (s, j), fn in fns.items()},
                                    cfg.repeats, warmup=cfg.warmup)
         images_per_round = batch * cfg.train_steps
@@ -154,11 +163,15 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                 "ratio": timing.ratio(b, a),  # throughput ratio ours / theirs
                 "round_ratios": timing.spread(timing.paired_ratios(
                     times[f"keras.applications|{jit}"], times[f"keras_effnet|{jit}"])),
+                # same direction as "ratio": the twin's round time / ours
+                "control_ratio": timing.ratio(timing.median(times.get(f"twin|{jit}", [])),
+                                              a),
                 "ours_first_call_s": first[("keras_effnet", jit)],
                 "theirs_first_call_s": first[("keras.applications", jit)],
                 "ours_times_s": times[f"keras_effnet|{jit}"],
-                "theirs_times_s": times[f"keras.applications|{jit}"]})
-        del ours, theirs, fns, plain_step
+                "theirs_times_s": times[f"keras.applications|{jit}"],
+                "twin_times_s": times.get(f"twin|{jit}")})
+        del ours, theirs, twin, fns, plain_step
         keep = (cfg.pipeline_model, cfg.pipeline_image_size, cfg.pipeline_batch,
                 cfg.train_classes)
         for key in [k for k in _TRACED_STEPS if k != keep]:
@@ -169,6 +182,7 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                     ("theirs_img_s", "keras.applications img/s"),
                     ("ratio", "ratio ours/theirs"),
                     ("round_ratios", "per-round ratios (min–max)"),
+                    ("control_ratio", "A/A control: ours built twice"),
                     ("ours_first_call_s", "ours first call (s)"),
                     ("theirs_first_call_s", "theirs first call (s)")],
         "rows": rows,
@@ -177,8 +191,10 @@ def section_train(cfg: BenchConfig, out: Path) -> dict[str, Any]:
                   f"memory; medians of {cfg.repeats} interleaved rounds after {cfg.warmup} "
                   "warm-up round(s). ratio > 1: keras_effnet is faster. Per-round ratios: "
                   "the same ratio within each round; their spread is this machine's noise, "
-                  "and a ratio of medians inside it is parity. First call = trace (+ XLA "
-                  "compile) + the first round."]
+                  "and a ratio of medians inside it is parity. A/A control (no XLA): the "
+                  "same ratio between keras_effnet's model and a second build of it, timed "
+                  "in the same rounds; identical models, so its distance from 1 is noise. "
+                  "First call = trace (+ XLA compile) + the first round."]
         + ([] if True in cfg.train_jit else [
             "jit_compile=True is left out of these settings: XLA's CPU compile of one train "
             "step takes minutes per model (add it with --set=train_jit=false,true)."])}
