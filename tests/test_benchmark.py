@@ -76,10 +76,12 @@ def test_reach_target_allows_the_tolerance_on_both_runs():
     assert score["target"] == pytest.approx(0.955)
     assert (score["fixed_s"], score["progressive_s"]) == (40.0, 15.0)
     assert score["speedup"] == pytest.approx(40.0 / 15.0)
-    assert score["final_gap"] == pytest.approx(-0.003) and score["equal_final"] is True
+    assert score["final_gap"] == pytest.approx(-0.003) and score["final_not_worse"] is True
     exact = reach_target(fixed, progressive, tolerance=0.0)
     assert exact["progressive_s"] is None and exact["speedup"] is None
-    assert exact["fixed_s"] == 40.0 and exact["equal_final"] is False
+    assert exact["fixed_s"] == 40.0 and exact["final_not_worse"] is False
+    better = reach_target(fixed, ([5.0, 10.0], [0.9, 0.98]), tolerance=0.005)
+    assert better["final_not_worse"] is True and better["progressive_s"] == 10.0
     assert reach_target(([], []), progressive, 0.005)["speedup"] is None
 
 
