@@ -54,9 +54,17 @@ def test_empty_dataset_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _interactive_sigint():
+    # As a terminal starts a command: Ctrl-C at its default. A test run launched in the
+    # background of a non-interactive shell (`pytest ... &`) inherits SIGINT ignored, and
+    # Python then keeps ignoring it, as POSIX asks of background jobs.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args):
     return subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+                            stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT,
+                            preexec_fn=_interactive_sigint)
 
 
 def _wait_for(proc, predicate, timeout=400):
