@@ -17,9 +17,13 @@ from typing import Callable, Mapping, Sequence
 __all__ = ["median", "ratio", "paired_ratios", "spread", "interleaved", "timed", "per_second"]
 
 
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
 def median(values: Sequence[float]) -> float | None:
     """The median of ``values`` (None when empty; non-finite values are ignored)."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    finite = _finite(values)
     return statistics.median(finite) if finite else None
 
 
@@ -42,7 +46,7 @@ def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]
 
 def spread(values: Sequence[float], digits: int = 2) -> str:
     """``"min–max"`` of ``values`` for a report ("–" when empty)."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    finite = _finite(values)
     if not finite:
         return "–"
     return f"{min(finite):.{digits}f}–{max(finite):.{digits}f}"
