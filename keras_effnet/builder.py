@@ -11,7 +11,14 @@ from keras_effnet import spec as spec_lib
 from keras_effnet.blocks import _Ops, dense_initializer, fused_mbconv, mbconv
 from keras_effnet.variants import Variant, custom_variant, get_variant
 
-__all__ = ["build", "resolve_variant", "preprocessing_constants"]
+__all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
+           "CLASSIFIER_LAYER", "INPUT_LAYER"]
+
+# Stable layer names that other modules look layers up by (the trainer sets the head's
+# dropout per stage; porting, pruning and the trainer find the classifier).
+INPUT_LAYER = "image"
+DROPOUT_LAYER = "top_dropout"
+CLASSIFIER_LAYER = "predictions"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -118,7 +125,7 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
 
     ops = _Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
     with _recursion_limit(_RECURSION_LIMIT):
-        inputs = layers.Input(shape=input_shape, name="image")
+        inputs = layers.Input(shape=input_shape, name=INPUT_LAYER)
         x = inputs
         if include_preprocessing and variant.preprocessing != "none":
             scale, offset = preprocessing_constants(variant.preprocessing)
@@ -132,11 +139,11 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         if include_top:
             x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
             if variant.dropout > 0:
-                x = layers.Dropout(variant.dropout, name="top_dropout")(x)
+                x = layers.Dropout(variant.dropout, name=DROPOUT_LAYER)(x)
             # float32 logits and probabilities under mixed precision.
             x = layers.Dense(classes, activation=classifier_activation,
                              kernel_initializer=dense_initializer(), dtype="float32",
-                             name="predictions")(x)
+                             name=CLASSIFIER_LAYER)(x)
         else:
             if pooling == "avg":
                 x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -139,6 +139,12 @@ def _field_default(field: dataclasses.Field) -> Any:
     return None
 
 
+def _exposed(field: dataclasses.Field) -> bool:
+    """A field is a flag when it was declared with ``option(help=...)`` (and not
+    ``cli=False``): settings without a flag stay Python-only."""
+    return bool(field.metadata.get("help")) and field.metadata.get("cli", True)
+
+
 def _config_class(hint: Any) -> tuple[type | None, bool]:
     inner, optional = _unwrap_optional(hint)
     return (inner, optional) if dataclasses.is_dataclass(inner) else (None, optional)
@@ -150,7 +156,8 @@ class FlagSet:
     Args:
         config_cls: the dataclass.
         prefix: prepended to every flag name (``export_``).
-        only: the fields to expose (default: every field with ``cli=True``).
+        only: the fields to expose (default: every field declared with
+            ``option(help=...)``).
         skip: fields to leave out.
         defaults: flag defaults that differ from the fields' (``{"prune": 0.5}``; for a
             nested config, its primary value).
@@ -168,7 +175,7 @@ class FlagSet:
         if unknown:
             raise ValueError(f"{config_cls.__name__} has no field {unknown[0]!r}")
         names = [n for n in (only or fields) if n not in skip
-                 and (only is not None or fields[n].metadata.get("cli", True))]
+                 and (only is not None or _exposed(fields[n]))]
         hints = typing.get_type_hints(config_cls)
         self.fields = names
         self._nested: dict[str, tuple[type, bool, str]] = {}
@@ -188,8 +195,7 @@ class FlagSet:
     def _add_nested(self, name: str, field: dataclasses.Field, sub_cls: type,
                     optional: bool) -> None:
         sub_hints = typing.get_type_hints(sub_cls)
-        sub_fields = [f for f in dataclasses.fields(sub_cls) if f.metadata.get("cli", True)
-                      and f.metadata.get("help")]
+        sub_fields = [f for f in dataclasses.fields(sub_cls) if _exposed(f)]
         primary = next((f.name for f in sub_fields if f.metadata.get("primary")), None)
         if primary is None:
             raise ValueError(f"{sub_cls.__name__} needs one option(primary=True) field to "
