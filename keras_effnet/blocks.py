@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from keras_effnet.scaling import ScaledBlock
 
-__all__ = ["conv_initializer", "dense_initializer", "squeeze_excite", "mbconv",
+__all__ = ["Ops", "conv_initializer", "dense_initializer", "squeeze_excite", "mbconv",
            "fused_mbconv", "block_name"]
 
 
@@ -36,7 +36,7 @@ def block_name(block: ScaledBlock) -> str:
     return f"stage{block.stage}_block{block.index:02d}_"
 
 
-class _Ops:
+class Ops:
     """The handful of layers a block needs, with the package's defaults applied."""
 
     def __init__(self, layers, activation: str, bn_momentum: float, bn_epsilon: float):
@@ -63,7 +63,7 @@ class _Ops:
         return self.act(f"{prefix}activation")(x) if activate else x
 
 
-def squeeze_excite(ops: _Ops, reduced: int, name: str) -> Callable:
+def squeeze_excite(ops: Ops, reduced: int, name: str) -> Callable:
     """Global pool -> 1x1 conv (bias) -> act -> 1x1 conv (bias) -> sigmoid -> scale."""
     layers = ops.layers
 
@@ -79,7 +79,7 @@ def squeeze_excite(ops: _Ops, reduced: int, name: str) -> Callable:
     return apply
 
 
-def _shortcut(ops: _Ops, block: ScaledBlock, drop_path_rate: float, name: str, x, inputs):
+def _shortcut(ops: Ops, block: ScaledBlock, drop_path_rate: float, name: str, x, inputs):
     if not block.has_skip:
         return x
     if drop_path_rate > 0:
@@ -89,7 +89,7 @@ def _shortcut(ops: _Ops, block: ScaledBlock, drop_path_rate: float, name: str, x
     return ops.layers.Add(name=f"{name}add")([x, inputs])
 
 
-def mbconv(ops: _Ops, block: ScaledBlock, drop_path_rate: float) -> Callable:
+def mbconv(ops: Ops, block: ScaledBlock, drop_path_rate: float) -> Callable:
     """Inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project."""
     name = block_name(block)
 
@@ -112,7 +112,7 @@ def mbconv(ops: _Ops, block: ScaledBlock, drop_path_rate: float) -> Callable:
     return apply
 
 
-def fused_mbconv(ops: _Ops, block: ScaledBlock, drop_path_rate: float) -> Callable:
+def fused_mbconv(ops: Ops, block: ScaledBlock, drop_path_rate: float) -> Callable:
     """Fused-MBConv (automl): kxk expand conv -> [SE] -> 1x1 project; with expand ratio 1
     a single kxk conv -> BN -> act."""
     name = block_name(block)

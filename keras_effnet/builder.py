@@ -8,8 +8,8 @@ import sys
 from typing import Any, Sequence
 
 from keras_effnet import spec as spec_lib
-from keras_effnet.blocks import _Ops, dense_initializer, fused_mbconv, mbconv
-from keras_effnet.variants import Variant, custom_variant, get_variant
+from keras_effnet.blocks import Ops, dense_initializer, fused_mbconv, mbconv
+from keras_effnet.variants import Variant, resolve_variant
 
 __all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
            "CLASSIFIER_LAYER", "INPUT_LAYER"]
@@ -56,29 +56,6 @@ def preprocessing_constants(kind: str) -> tuple[tuple[float, ...], tuple[float, 
     return scale, offset
 
 
-def resolve_variant(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec] | None = None,
-                    *, arch: str | Sequence[str | spec_lib.BlockSpec] | None = None,
-                    base: str | Variant | None = None, **fields: Any) -> Variant:
-    """The :class:`Variant` that :func:`build` would build; ``fields`` override the row."""
-    if arch is not None and name_or_arch is not None:
-        raise ValueError("Pass either a model name (or Variant) or arch=[block strings], "
-                         f"not both. Received: name_or_arch={name_or_arch!r}, arch={arch!r}")
-    if arch is None and name_or_arch is None:
-        raise ValueError("build() needs a model name such as 'efficientnetv2-s' "
-                         "(see keras_effnet.list_models()) or arch=[block strings].")
-    if arch is None and isinstance(name_or_arch, str) and "_" in name_or_arch \
-            and any(t[:1] == "r" and t[1:2].isdigit() for t in name_or_arch.split("_")):
-        arch, name_or_arch = name_or_arch, None
-    if arch is None and not isinstance(name_or_arch, (str, Variant)):
-        arch, name_or_arch = name_or_arch, None
-    if arch is not None:
-        variant = custom_variant(arch, base=base)
-    else:
-        variant = get_variant(name_or_arch)
-    changes = {k: v for k, v in fields.items() if v is not None}
-    return variant.replace(**changes) if changes else variant
-
-
 def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
           arch: str | Sequence[str | spec_lib.BlockSpec] | None = None,
           include_top: bool = True,
@@ -123,7 +100,7 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
     _check_arguments(include_top, weights, pooling, classes, input_shape)
     input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
 
-    ops = _Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
+    ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
     with _recursion_limit(_RECURSION_LIMIT):
         inputs = layers.Input(shape=input_shape, name=INPUT_LAYER)
         x = inputs

@@ -13,7 +13,7 @@ import dataclasses
 from typing import Sequence
 
 from keras_effnet import spec as spec_lib
-from keras_effnet.variants import Variant, custom_variant, get_variant
+from keras_effnet.variants import Variant, get_variant, resolve_variant
 
 __all__ = ["Profile", "profile", "scale_to_macs"]
 
@@ -67,7 +67,7 @@ def profile(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec],
             width: float | None = None, depth: float | None = None) -> Profile:
     """Parameters and MACs of a variant (or a custom architecture) at ``image_size``
     (default: the variant's evaluation size)."""
-    variant = _resolve(name_or_arch, width, depth)
+    variant = resolve_variant(name_or_arch, width=width, depth=depth)
     size = int(image_size or variant.eval_size)
     if size <= 0:
         raise ValueError(f"image_size must be > 0. Received: image_size={image_size}")
@@ -114,23 +114,6 @@ def profile(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec],
     return Profile(name=variant.name, params=c.params, trainable_params=c.trainable,
                    macs=c.macs, image_size=size, blocks=len(blocks), classes=classes,
                    include_top=include_top)
-
-
-def _resolve(name_or_arch, width, depth) -> Variant:
-    if isinstance(name_or_arch, Variant):
-        variant = name_or_arch
-    elif isinstance(name_or_arch, str) and not _looks_like_arch(name_or_arch):
-        variant = get_variant(name_or_arch)
-    else:
-        variant = custom_variant(name_or_arch)
-    changes = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
-    return variant.replace(**changes) if changes else variant
-
-
-def _looks_like_arch(text: str) -> bool:
-    # A variant name never contains a block string's first token: r<digits>.
-    import re
-    return bool(re.search(r"(^|[\s,_])r[0-9]", text))
 
 
 def scale_to_macs(base: str | Variant, target_macs: float, *, alpha: float = 1.2,

@@ -1,6 +1,6 @@
 """Width, depth and resolution scaling: pure Python, no TensorFlow.
 
-These are the rules of the official implementations (REFERENCE.md §2). They differ in
+These are the rules of the official implementations (docs/reference.md §2). They differ in
 one place: tensorflow/tpu (V1, keras.applications' EfficientNet) refuses to round a
 width down by more than 10 %, google/automl (V2, keras.applications' EfficientNetV2)
 does not. Both rules are kept, selected by ``rule``.

@@ -1,6 +1,6 @@
 """Every EfficientNet variant as one row of data: architecture, scaling and recipe.
 
-Block strings, coefficients and recipe fields are the official ones (REFERENCE.md §1, §2,
+Block strings, coefficients and recipe fields are the official ones (docs/reference.md §1, §2,
 §4, §6). Choices where the official codes disagree:
 
 * Rounding: V1 and lite use tensorflow/tpu's rule (10 % guard), V2 google/automl's (none).
@@ -19,7 +19,8 @@ from typing import Any, Sequence
 from keras_effnet import spec as spec_lib
 from keras_effnet.scaling import ScaledBlock, expand_stages, round_filters
 
-__all__ = ["Variant", "get_variant", "list_models", "VARIANTS"]
+__all__ = ["Variant", "get_variant", "list_models", "VARIANTS", "custom_variant",
+           "resolve_variant", "is_arch_string"]
 
 PREPROCESSING = ("imagenet", "symmetric", "lite", "none")
 
@@ -77,7 +78,7 @@ class Variant:
     head_filters: int = 1280
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
-    # Training recipe (google/automl hparams; REFERENCE.md §4-5).
+    # Training recipe (google/automl hparams; docs/reference.md §4-5).
     randaug_magnitude: float | None = None
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -245,3 +246,32 @@ def custom_variant(arch: str | Sequence[str | spec_lib.BlockSpec], *,
                     paper_macs_b=None)
     return row.replace(name=name, family="custom" if row.family != "lite" else "lite",
                        blocks=blocks, **{**defaults, **fields})
+
+
+def is_arch_string(text: str) -> bool:
+    """Whether ``text`` is block strings rather than a variant name: a variant name never
+    holds a block string's first token, ``r<digits>``."""
+    import re
+    return bool(re.search(r"(^|[\s,_])r[0-9]", text))
+
+
+def resolve_variant(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec] | None = None,
+                    *, arch: str | Sequence[str | spec_lib.BlockSpec] | None = None,
+                    base: str | Variant | None = None, **fields: Any) -> Variant:
+    """The :class:`Variant` that :func:`build` would build; ``fields`` override the row."""
+    if arch is not None and name_or_arch is not None:
+        raise ValueError("Pass either a model name (or Variant) or arch=[block strings], "
+                         f"not both. Received: name_or_arch={name_or_arch!r}, arch={arch!r}")
+    if arch is None and name_or_arch is None:
+        raise ValueError("build() needs a model name such as 'efficientnetv2-s' "
+                         "(see keras_effnet.list_models()) or arch=[block strings].")
+    if arch is None and isinstance(name_or_arch, str) and is_arch_string(name_or_arch):
+        arch, name_or_arch = name_or_arch, None
+    if arch is None and not isinstance(name_or_arch, (str, Variant)):
+        arch, name_or_arch = name_or_arch, None
+    if arch is not None:
+        variant = custom_variant(arch, base=base)
+    else:
+        variant = get_variant(name_or_arch)
+    changes = {k: v for k, v in fields.items() if v is not None}
+    return variant.replace(**changes) if changes else variant

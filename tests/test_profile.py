@@ -9,7 +9,7 @@ from keras_effnet.variants import get_variant, list_models
 
 # (total params incl. BN moving statistics, trainable) for 1000 classes. The trainable
 # column equals keras.applications 3.15 exactly; totals equal it minus V1's 7 numbers of
-# Normalization state (REFERENCE.md §6).
+# Normalization state (docs/reference.md §6).
 PINNED = {
     "efficientnet-b0": (5_330_564, 5_288_548),
     "efficientnet-b1": (7_856_232, 7_794_184),
@@ -35,7 +35,7 @@ PINNED = {
     "efficientnetv2-l": (119_027_848, 118_515_272),
     "efficientnetv2-xl": (208_896_832, 208_119_808),
 }
-# keras.applications 3.15 count_params() (REFERENCE.md §6), V1 including 7 numbers of
+# keras.applications 3.15 count_params() (docs/reference.md §6), V1 including 7 numbers of
 # Normalization state that a model with fixed normalisation constants does not have.
 KERAS_APPLICATIONS_TOTAL = {
     "efficientnet-b0": 5_330_571, "efficientnet-b1": 7_856_239,
