@@ -101,7 +101,7 @@ def parse_value(name: str, hint: Any, text: str) -> Any:
     if typing.get_origin(inner) is tuple:
         args = [a for a in typing.get_args(inner) if a is not Ellipsis]
         items = [t for t in (s.strip() for s in text.split(",")) if t]
-        if len(set(args)) == 1:
+        if Ellipsis in typing.get_args(inner):
             return tuple(parse_value(name, args[0], t) for t in items)
         if len(items) != len(args):
             raise ConfigError(f"{name} takes {len(args)} comma-separated values. "

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from keras_effnet import cli
 from keras_effnet.profile import profile
 from keras_effnet.variants import get_variant, list_models
 
@@ -60,17 +60,14 @@ def render(rows: list[dict], fmt: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main() -> int:
     try:
         rows = table(FLAGS.models or list_models(), FLAGS.image_size, FLAGS.classes)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(str(e))
     print(render(rows, FLAGS.format))
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
