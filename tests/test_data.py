@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from keras_effnet import data
 
+NONE = data.Augment.none()
+
 # Pinned split of the embedded digits (seed 0): a change here changes every digits result.
 DIGITS_NUM_TRAIN, DIGITS_NUM_VAL = 1438, 359
 DIGITS_VAL_PER_CLASS = [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
@@ -52,23 +54,24 @@ def test_digits_split_is_pinned(digits):
 
 def test_shapes_at_odd_sizes_and_one_pass_without_repeat(digits):
     for size, batch, n in [(33, 5, 2), (171, 3, 1)]:
-        for images, labels in _batches(digits.train_dataset(size, batch, randaug_magnitude=None,
+        for images, labels in _batches(digits.train_dataset(size, batch, augment=NONE,
                                                             flip=True), n):
             _check_batch(images, labels, batch, size, 10)
             assert set(np.unique(labels)) <= {0.0, 1.0}  # no mixing: exact one-hot
         (images, labels), = _batches(digits.eval_dataset(size, batch), 1)
         _check_batch(images, labels, batch, size, 10)
-    dropped = digits.train_dataset(16, 100, randaug_magnitude=None)
+    dropped = digits.train_dataset(16, 100, augment=NONE)
     assert dropped.element_spec[0].shape.as_list() == [100, 16, 16, 3]
     assert int(dropped.cardinality()) == DIGITS_NUM_TRAIN // 100  # one pass, no repeat
-    kept = digits.train_dataset(8, 256, randaug_magnitude=None, drop_remainder=False)
+    kept = digits.train_dataset(8, 256, augment=NONE, drop_remainder=False)
     assert int(kept.cardinality()) == -(-DIGITS_NUM_TRAIN // 256)
 
 
 def test_full_recipe_is_valid_deterministic_and_resumable(digits):
-    def run(skip=0, **kw):
-        args = dict(image_size=40, batch_size=8, randaug_magnitude=15.0, mixup_alpha=0.2,
-                    cutmix_alpha=0.5, seed=3, epoch=0)
+    def run(skip=0, randaug_magnitude=15.0, **kw):
+        augment = data.Augment(randaug_magnitude=randaug_magnitude, mixup_alpha=0.2,
+                               cutmix_alpha=0.5)
+        args = dict(image_size=40, batch_size=8, augment=augment, seed=3, epoch=0)
         args.update(kw)
         return _batches(digits.train_dataset(**args).skip(skip), 3 - skip)
 
@@ -101,14 +104,14 @@ def test_full_recipe_is_valid_deterministic_and_resumable(digits):
 def test_mixup_and_cutmix_labels_sum_to_one(digits):
     for mixup, cutmix in [(0.8, 0.0), (0.0, 1.0)]:
         (images, labels), = _batches(digits.train_dataset(
-            32, 16, randaug_magnitude=None, mixup_alpha=mixup, cutmix_alpha=cutmix), 1)
+            32, 16, augment=data.Augment(None, mixup_alpha=mixup, cutmix_alpha=cutmix)), 1)
         _check_batch(images, labels, 16, 32, 10)
         assert np.all(labels >= 0) and np.any((labels > 0.01) & (labels < 0.99))
         assert np.all((labels > 0).sum(axis=1) <= 2)  # each row mixes at most two classes
 
 
 def test_flip_flag(digits):
-    kw = dict(image_size=20, batch_size=8, randaug_magnitude=None, seed=1)
+    kw = dict(image_size=20, batch_size=8, augment=NONE, seed=1)
     plain = _batches(digits.train_dataset(**kw), 1)[0][0]
     flipped = _batches(digits.train_dataset(flip=True, **kw), 1)[0][0]
     same = [np.array_equal(a, b) for a, b in zip(plain, flipped)]
@@ -125,7 +128,7 @@ def test_input_context_shards_and_uses_per_replica_batch(digits):
                        .as_numpy_iterator())
         assert batches[0][0].shape[0] == 128  # global 256 over 2 replicas
         labels.append(np.concatenate([y.argmax(1) for _, y in batches]))
-        train = digits.train_dataset(16, 64, randaug_magnitude=None, input_context=ctx)
+        train = digits.train_dataset(16, 64, augment=NONE, input_context=ctx)
         assert train.element_spec[0].shape.as_list() == [32, 16, 16, 3]
     assert sorted([len(labels[0]), len(labels[1])]) == [179, 180]
     assert np.bincount(np.concatenate(labels)).tolist() == DIGITS_VAL_PER_CLASS
@@ -148,10 +151,18 @@ def test_representative_images_come_from_train_and_repeat(digits, caplog):
 def test_bad_arguments_and_names_raise_clear_errors(digits, monkeypatch):
     for kwargs, message in [
             (dict(image_size=0), "image_size"), (dict(batch_size=2.5), "batch_size"),
-            (dict(randaug_magnitude=-1), "randaug_magnitude"),
-            (dict(mixup_alpha=-0.1), "mixup_alpha"), (dict(cutmix_alpha=1.5), "cutmix_alpha")]:
+            (dict(augment=data.Augment(cutmix_alpha=1.5)), "cutmix_alpha")]:
         with pytest.raises(ValueError, match=message):
             digits.train_dataset(**kwargs)
+    for kwargs, message in [
+            (dict(randaug_magnitude=-1), "randaug_magnitude"),
+            (dict(mixup_alpha=-0.1), "mixup_alpha"), (dict(cutmix_alpha="x"), "cutmix_alpha")]:
+        with pytest.raises(ValueError, match=message):
+            data.Augment(**kwargs)
+    with pytest.raises(TypeError, match="augment must be a keras_effnet.data.Augment"):
+        digits.train_dataset(augment=15.0)
+    with pytest.raises(TypeError, match="randaug_magnitude"):  # the old keywords are gone
+        digits.train_dataset(randaug_magnitude=None)
     for kwargs, error, message in [
             (dict(name="imagenet"), ValueError, "Unknown data source"),
             (dict(name="tfds:"), ValueError, "Unknown data source"),

@@ -76,8 +76,8 @@ def test_folder_skips_bad_files_with_reasons_and_loads_the_rest_as_rgb(image_dir
         assert skipped[name].startswith(reason), (name, skipped[name])
     assert f"skipped {len(bad)} file(s)" in caplog.text and "truncated.jpg" in caplog.text
 
-    train = list(source.train_dataset(32, 4, randaug_magnitude=None, drop_remainder=False)
-                 .as_numpy_iterator())
+    train = list(source.train_dataset(32, 4, augment=data.Augment.none(),
+                                      drop_remainder=False).as_numpy_iterator())
     assert sum(len(y) for _, y in train) == 6
     images, labels = next(source.eval_dataset(29, 8).as_numpy_iterator())
     assert images.shape == (2, 29, 29, 3) and labels.argmax(1).tolist() == [0, 1]
@@ -97,7 +97,7 @@ def test_folder_skips_bad_files_with_reasons_and_loads_the_rest_as_rgb(image_dir
 
     # A file that disappears after the scan is dropped from the run, not fatal.
     os.remove(source._items[source._train_idx[0]].decode())
-    ds = source.train_dataset(24, 4, randaug_magnitude=None, drop_remainder=False)
+    ds = source.train_dataset(24, 4, augment=data.Augment.none(), drop_remainder=False)
     assert sum(len(y) for _, y in ds.as_numpy_iterator()) == source.num_train - 1
 
 

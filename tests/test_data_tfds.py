@@ -61,7 +61,7 @@ def test_tfds_source_reads_splits_and_shards(fake_tfds):
     seen = []
     for pipeline_id in range(2):
         ctx = tf.distribute.InputContext(2, pipeline_id, 2)
-        ds = source.train_dataset(12, 4, randaug_magnitude=None, input_context=ctx,
+        ds = source.train_dataset(12, 4, augment=data.Augment.none(), input_context=ctx,
                                   drop_remainder=False)
         seen += [int(round(v / 10)) for x, _ in ds.as_numpy_iterator() for v in x[:, 0, 0, 0]]
     assert sorted(seen) == list(range(7))

@@ -88,7 +88,7 @@ def test_tfrecord_round_trip(shards, source):
 def test_tfrecord_order_is_seeded_and_sharding_disjoint_and_complete(source):
 
     def order(**kw):
-        return _identities(source.train_dataset(8, 6, randaug_magnitude=None,
+        return _identities(source.train_dataset(8, 6, augment=data.Augment.none(),
                                                 drop_remainder=False, **kw).as_numpy_iterator())
 
     first = order(seed=1, epoch=0)
@@ -101,7 +101,7 @@ def test_tfrecord_order_is_seeded_and_sharding_disjoint_and_complete(source):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id,
                                          num_replicas_in_sync=2)
         # 3 train files >= 2 pipelines: each pipeline reads whole files.
-        ds = source.train_dataset(8, 4, randaug_magnitude=None, input_context=ctx,
+        ds = source.train_dataset(8, 4, augment=data.Augment.none(), input_context=ctx,
                                   drop_remainder=False, seed=4, epoch=3)
         batches = list(ds.as_numpy_iterator())
         assert max(len(y) for _, y in batches) == 2  # global batch 4 -> 2 per replica

@@ -3,22 +3,50 @@
 ``get_source(name)`` returns a ``Source`` ("digits", "folder", "tfrecord", "tfds:<name>")
 whose ``train_dataset`` / ``eval_dataset`` are parallel, prefetched ``tf.data`` pipelines
 yielding float32 pixels in [0, 255] (the models normalise internally) and float32 one-hot
-labels. ``decode_and_center_crop`` is the eval preprocessing for serving signatures.
+labels. ``train_dataset(augment=Augment(...))`` says which augmentation to apply.
+``decode_and_center_crop`` is the eval preprocessing for serving signatures.
+
+Names load on first use (PEP 562): ``Augment`` needs no TensorFlow, so progressive plans
+that carry one stay importable without it.
 """
 
-from keras_effnet.data.augment import (Mixer, RandAugment, center_crop_and_resize,
-                                       decode_and_center_crop, random_crop_and_resize,
-                                       randaug_factor)
-from keras_effnet.data.base import Source
-from keras_effnet.data.digits import DigitsSource
-from keras_effnet.data.folder import IMAGE_EXTENSIONS, FolderSource, check_image_file
-from keras_effnet.data.sources import SOURCE_NAMES, get_source
-from keras_effnet.data.tfds import TFDSSource
-from keras_effnet.data.tfrecord import TFRecordSource, make_example, write_tfrecord
+from __future__ import annotations
 
-__all__ = [
-    "DigitsSource", "FolderSource", "IMAGE_EXTENSIONS", "Mixer", "RandAugment",
-    "SOURCE_NAMES", "Source", "TFDSSource", "TFRecordSource", "center_crop_and_resize",
-    "check_image_file", "decode_and_center_crop", "get_source", "make_example",
-    "random_crop_and_resize", "randaug_factor", "write_tfrecord",
-]
+import importlib
+from typing import Any
+
+# name -> defining module; resolved on first access.
+_EXPORTS = {
+    "Augment": "augment",
+    "DigitsSource": "digits",
+    "FolderSource": "folder",
+    "IMAGE_EXTENSIONS": "folder",
+    "Mixer": "transforms",
+    "RandAugment": "transforms",
+    "SOURCE_NAMES": "sources",
+    "Source": "base",
+    "TFDSSource": "tfds",
+    "TFRecordSource": "tfrecord",
+    "center_crop_and_resize": "transforms",
+    "check_image_file": "folder",
+    "decode_and_center_crop": "transforms",
+    "get_source": "sources",
+    "make_example": "tfrecord",
+    "random_crop_and_resize": "transforms",
+    "randaug_factor": "transforms",
+    "write_tfrecord": "tfrecord",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet.data import augment
-from keras_effnet.data._seeding import permutation, tf_key
+from keras_effnet.data import transforms
+from keras_effnet.data.augment import Augment
+from keras_effnet.data.seeding import permutation, tf_key
 
-__all__ = ["Source"]
+__all__ = ["Source", "IndexedSource", "pipeline", "AUTOTUNE", "logger"]
 
 logger = logging.getLogger("keras_effnet.data")
 
@@ -47,8 +48,8 @@ def _check_positive_int(**values: Any) -> None:
             raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
 
 
-def _pipeline(input_context: tf.distribute.InputContext | None) -> tuple[int, int]:
-    """(number of input pipelines, this pipeline's id)."""
+def pipeline(input_context: tf.distribute.InputContext | None) -> tuple[int, int]:
+    """(number of input pipelines, this pipeline's id); (1, 0) without a context."""
     if input_context is None:
         return 1, 0
     return input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -77,12 +78,12 @@ def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
 @functools.lru_cache(maxsize=64)
 def _train_image_fn(image_size: int, randaug_magnitude: float, flip: bool,
                     area_range: tuple[float, float], num_classes: int):
-    randaug = augment.RandAugment(randaug_magnitude) if randaug_magnitude > 0 else None
+    randaug = transforms.RandAugment(randaug_magnitude) if randaug_magnitude > 0 else None
 
     @tf.function(reduce_retracing=True)
     def one(image_key, index, image, label):
         seeds = tf.random.experimental.stateless_split(tf.stack([image_key, index]), 3)
-        image = augment.random_crop_and_resize(image, image_size, seeds[0], area_range)
+        image = transforms.random_crop_and_resize(image, image_size, seeds[0], area_range)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seeds[1])
         if randaug is not None:
@@ -93,7 +94,7 @@ def _train_image_fn(image_size: int, randaug_magnitude: float, flip: bool,
 
 @functools.lru_cache(maxsize=64)
 def _mix_fn(mixup_alpha: float, cutmix_alpha: float):
-    mixer = augment.Mixer(mixup_alpha, cutmix_alpha)  # validates the alphas
+    mixer = transforms.Mixer(mixup_alpha, cutmix_alpha)  # validates the alphas
     if not mixer.active:
         return None
     return tf.function(mixer.__call__, reduce_retracing=True)
@@ -103,7 +104,7 @@ def _mix_fn(mixup_alpha: float, cutmix_alpha: float):
 def _eval_image_fn(image_size: int, num_classes: int):
     @tf.function(reduce_retracing=True)
     def one(image, label):
-        return (augment.center_crop_and_resize(image, image_size),
+        return (transforms.center_crop_and_resize(image, image_size),
                 tf.one_hot(label, num_classes, dtype=tf.float32))
     return one
 
@@ -121,7 +122,7 @@ class Source:
     #: Horizontal flip when ``train_dataset(flip=None)``.
     default_flip: bool = True
     #: Inception-crop area range (fraction of the image).
-    crop_area_range: tuple[float, float] = augment.INCEPTION_AREA_RANGE
+    crop_area_range: tuple[float, float] = transforms.INCEPTION_AREA_RANGE
     #: Drop records whose image fails to decode in the pipeline (logged by tf.data)
     #: instead of stopping the run: files can break after the load-time scan, and
     #: TFRecord shards are not scanned image by image.
@@ -135,6 +136,7 @@ class Source:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (the classifier's width)."""
         return len(self.class_names)
 
     def __repr__(self) -> str:
@@ -163,8 +165,7 @@ class Source:
     # --- pipelines --------------------------------------------------------------------
 
     def train_dataset(self, image_size: int = 64, batch_size: int = 32,
-                      randaug_magnitude: float | None = 5.0, mixup_alpha: float = 0.0,
-                      cutmix_alpha: float = 0.0, seed: int = 0, epoch: int = 0,
+                      augment: Augment = Augment(), seed: int = 0, epoch: int = 0,
                       input_context: tf.distribute.InputContext | None = None,
                       drop_remainder: bool = True, flip: bool | None = None
                       ) -> tf.data.Dataset:
@@ -173,21 +174,24 @@ class Source:
         Yields ``(images, labels)``: float32 ``[B, image_size, image_size, 3]`` in [0, 255]
         and float32 one-hot (or mixed) ``[B, num_classes]`` rows summing to 1.
         ``batch_size`` is the global batch (see the module docstring for
-        ``input_context``). ``randaug_magnitude`` None or 0 turns RandAugment off;
+        ``input_context``). ``augment`` says which RandAugment / MixUp / CutMix to apply
+        (default ``Augment()``: RandAugment 5, no mixing; ``Augment.none()``: none);
         ``flip=None`` uses the source's ``default_flip``.
         """
         _check_positive_int(image_size=image_size, batch_size=batch_size)
-        if randaug_magnitude is not None and randaug_magnitude < 0:
-            raise ValueError("randaug_magnitude must be >= 0 (or None for off). "
-                             f"Received: randaug_magnitude={randaug_magnitude}")
+        if not isinstance(augment, Augment):
+            raise TypeError("augment must be a keras_effnet.data.Augment, e.g. "
+                            f"Augment(randaug_magnitude=10.0). Received: augment={augment!r}")
         if self.num_train == 0:
             raise ValueError(f"Source {self.name!r} has no training images.")
         pipeline_batch = _pipeline_batch_size(batch_size, input_context)
-        _, pipeline_id = _pipeline(input_context)
+        _, pipeline_id = pipeline(input_context)
         flip = self.default_flip if flip is None else bool(flip)
-        one = _train_image_fn(int(image_size), float(randaug_magnitude or 0.0), flip,
+        # Keyed on the parts each function uses: a new mixup alpha does not retrace
+        # RandAugment, a new magnitude does not rebuild the mixer.
+        one = _train_image_fn(int(image_size), augment.randaugment, flip,
                               tuple(self.crop_area_range), self.num_classes)
-        mix = _mix_fn(float(mixup_alpha or 0.0), float(cutmix_alpha or 0.0))
+        mix = _mix_fn(float(augment.mixup_alpha), float(augment.cutmix_alpha))
         image_key = tf_key(seed, epoch, pipeline_id, 1)
         batch_key = tf_key(seed, epoch, pipeline_id, 2)
 
@@ -264,7 +268,7 @@ class IndexedSource(Source):
 
     def _records_for(self, indices: np.ndarray,
                      input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
-        num_pipelines, pipeline_id = _pipeline(input_context)
+        num_pipelines, pipeline_id = pipeline(input_context)
         indices = indices[pipeline_id::num_pipelines]
         ds = tf.data.Dataset.from_tensor_slices((self._items[indices],
                                                  self._labels[indices].astype(np.int32)))

@@ -16,19 +16,49 @@ Two deliberate departures from the ImageNet recipe, for digits only:
 
 The split is fixed: stratified, 20 % of each class to validation, chosen by a seeded hash
 of the sample index (``get_source(seed=...)``; 0 by default), identical on every machine.
+
+:func:`digits_arrays` is the same data as NumPy arrays for ``keras.Model.fit`` (no margin,
+its own fixed 1400 / 397 split): what the pruning studies and the TFLite benchmark use.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from keras_effnet.data._seeding import stratified_split
+from keras_effnet.data.seeding import stratified_split
 from keras_effnet.data.base import IndexedSource
 
-__all__ = ["DigitsSource"]
+__all__ = ["DigitsSource", "digits_pixels", "digits_arrays"]
 
 _MARGIN = 2
 VAL_FRACTION = 0.2
+ARRAYS_NUM_TRAIN = 1400
+
+
+def digits_pixels() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images, labels, class names)``: the 1797 scans as float32 ``[N, 8, 8]`` pixels
+    in [0, 255] (x 255/16, exactly), int32 labels, and "0".."9"."""
+    from sklearn.datasets import load_digits  # core dependency; imported when used
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32) * np.float32(255.0 / 16.0)
+    return (images, digits.target.astype(np.int32),
+            [str(int(c)) for c in digits.target_names])
+
+
+def digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train images, train labels, held-out images, held-out labels)``: RGB float32
+    pixels in [0, 255], the whole 8x8 scan resized (bilinear) to ``image_size``, and a
+    fixed 1400 / 397 split (a permutation seeded 0)."""
+    import tensorflow as tf
+
+    pixels, labels, _ = digits_pixels()
+    images = tf.image.resize(pixels[..., None], [image_size, image_size],
+                             method="bilinear").numpy()
+    images = np.repeat(np.clip(images, 0, 255), 3, axis=-1)
+    order = np.random.default_rng(0).permutation(len(images))
+    train, held_out = order[:ARRAYS_NUM_TRAIN], order[ARRAYS_NUM_TRAIN:]
+    return images[train], labels[train], images[held_out], labels[held_out]
 
 
 class DigitsSource(IndexedSource):
@@ -41,13 +71,8 @@ class DigitsSource(IndexedSource):
 
     def __init__(self, seed: int = 0):
         super().__init__()
-        from sklearn.datasets import load_digits  # core dependency; imported when used
-
-        digits = load_digits()
-        images = digits.images.astype(np.float32) * np.float32(255.0 / 16.0)
+        images, self._labels, self.class_names = digits_pixels()
         images = np.pad(images, ((0, 0), (_MARGIN, _MARGIN), (_MARGIN, _MARGIN)))
         self._items = np.repeat(images[..., None], 3, axis=-1)
-        self._labels = digits.target.astype(np.int32)
-        self.class_names = [str(int(c)) for c in digits.target_names]
         self._train_idx, self._val_idx = stratified_split(self._labels, VAL_FRACTION, seed)
         self._finish_split()

@@ -31,8 +31,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet.data._seeding import string_key, stratified_split
 from keras_effnet.data.base import IndexedSource, logger
+from keras_effnet.data.seeding import string_key, stratified_split
 
 __all__ = ["FolderSource", "IMAGE_EXTENSIONS"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_effnet.data._seeding import key
-from keras_effnet.data.base import AUTOTUNE, Source, _pipeline
+from keras_effnet.data.base import AUTOTUNE, Source, pipeline
+from keras_effnet.data.seeding import key
 
 __all__ = ["TFDSSource"]
 
@@ -61,7 +61,7 @@ class TFDSSource(Source):
         self.class_names = names[self.label_offset:]
 
     def _read(self, split: str, input_context, shuffle_seed: int | None) -> tf.data.Dataset:
-        num_pipelines, pipeline_id = _pipeline(input_context)
+        num_pipelines, pipeline_id = pipeline(input_context)
         # TFDS shards by file itself, but only when there are enough files.
         num_shards = getattr(self._builder.info.splits[split], "num_shards", 0) or 0
         by_file = num_pipelines > 1 and num_shards >= num_pipelines
@@ -78,7 +78,7 @@ class TFDSSource(Source):
                       num_parallel_calls=AUTOTUNE)
 
     def _train_records(self, seed, epoch, input_context):
-        _, pipeline_id = _pipeline(input_context)
+        _, pipeline_id = pipeline(input_context)
         ds = self._read(self._train_split, input_context, key(seed, epoch, 4) >> 33)
         return ds.shuffle(self.shuffle_buffer, seed=key(seed, epoch, pipeline_id, 3) >> 1,
                           reshuffle_each_iteration=False)

@@ -25,8 +25,8 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet.data._seeding import key, permutation
-from keras_effnet.data.base import AUTOTUNE, Source, _pipeline, logger
+from keras_effnet.data.base import AUTOTUNE, Source, pipeline, logger
+from keras_effnet.data.seeding import key, permutation
 
 __all__ = ["TFRecordSource", "make_example", "write_tfrecord"]
 
@@ -149,7 +149,7 @@ class TFRecordSource(Source):
 
     @staticmethod
     def _read(files: np.ndarray, input_context) -> tf.data.Dataset:
-        num_pipelines, pipeline_id = _pipeline(input_context)
+        num_pipelines, pipeline_id = pipeline(input_context)
         by_record = num_pipelines > 1 and len(files) < num_pipelines
         if num_pipelines > 1 and not by_record:
             files = files[pipeline_id::num_pipelines]
@@ -163,7 +163,7 @@ class TFRecordSource(Source):
     def _train_records(self, seed, epoch, input_context):
         files = np.array(self._train_files)
         files = files[permutation(len(files), seed, epoch, 0xF11E)]
-        _, pipeline_id = _pipeline(input_context)
+        _, pipeline_id = pipeline(input_context)
         ds = self._read(files, input_context).shuffle(
             self.shuffle_buffer, seed=key(seed, epoch, pipeline_id, 3) >> 1,
             reshuffle_each_iteration=False)

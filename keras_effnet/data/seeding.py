@@ -17,6 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+__all__ = ["mix64", "key", "string_key", "permutation", "stratified_split", "tf_key",
+           "SeedStream"]
+
 _MASK64 = (1 << 64) - 1
 
 
