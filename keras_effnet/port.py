@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from keras_effnet.builder import CLASSIFIER_LAYER
+
 __all__ = ["PortError", "from_keras_applications", "keras_applications_model",
            "KERAS_APPLICATIONS_NAMES"]
 
@@ -92,8 +94,8 @@ def _load_source(path: str, model: Any):
     if not os.path.exists(path):
         raise FileNotFoundError(f"No weights file at {path!r}. Download the keras.applications "
                                 "weights once on a machine with internet and pass its path.")
-    include_top = any(layer.name == "predictions" for layer in model.layers)
+    include_top = any(layer.name == CLASSIFIER_LAYER for layer in model.layers)
     kwargs: dict[str, Any] = {"include_top": include_top, "weights": path}
     if include_top:
-        kwargs["classes"] = model.get_layer("predictions").units
+        kwargs["classes"] = model.get_layer(CLASSIFIER_LAYER).units
     return keras_applications_model(model.name, **kwargs)

@@ -40,10 +40,10 @@ class RunDirError(ValueError):
 
 def jsonable(value: Any) -> Any:
     """``json.dump``'s ``default``: numpy scalars and arrays, then ``str``."""
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (a scalar's is a Python number)
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
     return str(value)
 
 

@@ -1,4 +1,4 @@
-"""progressive_plan against hand-written sequences (REFERENCE.md §4)."""
+"""progressive_plan against hand-written sequences (docs/reference.md §4)."""
 
 import dataclasses
 
@@ -8,7 +8,7 @@ from keras_effnet.train import progressive as P
 from keras_effnet.train.progressive import Recipe, Stage, progressive_plan
 
 AUTOML_SIZES = {
-    # REFERENCE.md §4: every sequence it lists, 4 stages.
+    # docs/reference.md §4: every sequence it lists, 4 stages.
     "efficientnetv2-b0": [144, 160, 176, 192],
     "efficientnetv2-b1": [144, 160, 176, 192],
     "efficientnetv2-b2": [148, 168, 188, 208],
@@ -143,7 +143,11 @@ def test_stage_is_frozen_and_serialisable():
     stage = progressive_plan("efficientnetv2-s", 8)[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stage.image_size = 1
-    assert Stage(**stage.to_dict()) == stage
+    assert Stage.from_dict(stage.to_dict()) == stage
+    assert list(stage.to_dict()) == ["index", "start_epoch", "end_epoch", "image_size",
+                                     "randaug_magnitude", "mixup_alpha", "cutmix_alpha",
+                                     "dropout"]
+    assert stage.augment.record() == {"randaug": 5.0, "mixup": 0.0, "cutmix": 0.0}
     assert "171px" in stage.describe(4) and "Stage 1/4" in stage.describe(4)
 
 

@@ -34,6 +34,7 @@ def test_stages_get_their_own_dataset_and_dropout(paper_run):
     assert [(c["epoch"], c["image_size"]) for c in source.calls] == [
         (0, 8), (1, 8), (2, 16), (3, 16)]
     assert all(c["batch_size"] == 8 and c["seed"] == 0 for c in source.calls)
+    assert [c["augment"] for c in source.calls] == [plan[0].augment] * 2 + [plan[1].augment] * 2
     # The step function was traced with each stage's rate: dropout really changed.
     rates = sorted({round(rate, 6) for rate, _ in trainer.traces})
     assert rates == [0.1, 0.5]
@@ -144,7 +145,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     source = ArraySource(nan_batch=(1, 2))  # epoch 1, batch 2 is NaN
     config = tiny_config(tmp_path, epochs=2, eval_every_epochs=0)
     with pytest.raises(NonFiniteLossError,
-                       match=r"Loss became nan at step 11 \(epoch 2.*Lower --learning_rate"):
+                       match=r"Loss became nan at step 11 \(epoch 2.*Lower learning_rate"):
         train(config, source=source, log=lambda _: None)
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert latest.endswith("ckpt-1")  # end of epoch 1: nothing saved after the NaN
@@ -170,14 +171,28 @@ def test_mixed_precision(tmp_path, precision):
 
 
 def test_config_validation_errors(tmp_path):
-    with pytest.raises(ValueError, match="stages .* must be <= epochs"):
-        TrainConfig(epochs=2, stages=4).validate()
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        TrainConfig(strategy="gpu").validate()
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
-        TrainConfig(batch_size=0).validate()
-    with pytest.raises(ValueError, match="fewer than one global batch"):
+    from keras_effnet.errors import ConfigError
+    for config, field, match in [
+            (TrainConfig(epochs=2, stages=4), "stages", "stages .* must be <= epochs"),
+            (TrainConfig(strategy="gpu"), "strategy", "strategy must be one of"),
+            (TrainConfig(batch_size=0), "batch_size", "batch_size must be an integer >= 1"),
+            (TrainConfig(ema_decay=1.0), "ema_decay", r"ema_decay must be in \[0.0, 1.0\)")]:
+        with pytest.raises(ConfigError, match=match) as error:
+            config.validate()
+        assert error.value.field == field
+    for config, field, match in [
+            (TrainConfig(model="efficientnetv2-zz"), "model", "Unknown model"),
+            (TrainConfig(dataset="imagenet"), "dataset", "dataset must be one of"),
+            (TrainConfig(dataset="folder"), "data_dir", "needs data_dir"),
+            (TrainConfig(dataset="tfrecord", data_dir=str(tmp_path / "no")), "data_dir",
+             "does not exist")]:
+        with pytest.raises(ConfigError, match=match) as error:
+            config.check_request()
+        assert error.value.field == field
+    TrainConfig(dataset="tfds:cifar10").check_request()  # no download to check a name
+    with pytest.raises(ConfigError, match="fewer than one global batch") as error:
         Trainer(tiny_config(tmp_path, batch_size=128), source=ArraySource())
+    assert error.value.field == "batch_size"
     with pytest.raises(ValueError, match="Unknown model 'efficientnetv2-zz'"):
         Trainer(tiny_config(tmp_path, model="efficientnetv2-zz"), source=ArraySource())
 
@@ -185,8 +200,9 @@ def test_config_validation_errors(tmp_path):
 def test_resuming_with_different_flags_is_refused(paper_run):
     trainer, *_, model_dir = paper_run
     changed = dataclasses.replace(trainer.config, image_size=12)
-    with pytest.raises(ValueError, match="holds a checkpoint of a different run"):
+    with pytest.raises(ValueError, match="holds a checkpoint of a different run") as error:
         train(changed, source=ArraySource(), log=lambda _: None)
+    assert error.value.field == "model_dir" and "plan differs" in str(error.value)
 
 
 def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
@@ -209,11 +225,11 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
 def test_top_k_counts_ties_like_argmax():
     import tensorflow as tf
 
-    from keras_effnet.train.trainer import _rank_of_target
+    from keras_effnet.train.steps import rank_of_target
     probs = tf.constant([[0.25] * 4, [0.25] * 4, [0.1, 0.5, 0.3, 0.1], [0.1, 0.5, 0.3, 0.1]])
     target = tf.constant([0, 2, 2, 3])
     # A uniform output is right only for class 0 (argmax's choice), not for all classes.
-    assert _rank_of_target(probs, target).numpy().tolist() == [0, 2, 1, 3]
+    assert rank_of_target(probs, target).numpy().tolist() == [0, 2, 1, 3]
 
 
 def test_strategy_and_precision_resolution(monkeypatch):

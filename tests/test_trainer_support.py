@@ -60,13 +60,11 @@ class ArraySource:
         return (input_context.num_input_pipelines, input_context.input_pipeline_id,
                 input_context.get_per_replica_batch_size(batch_size))
 
-    def train_dataset(self, image_size, batch_size, randaug_magnitude=None, mixup_alpha=0.0,
-                      cutmix_alpha=0.0, seed=0, epoch=0, input_context=None,
-                      drop_remainder=True):
+    def train_dataset(self, image_size, batch_size, augment=None, seed=0, epoch=0,
+                      input_context=None, drop_remainder=True):
         import tensorflow as tf
         self.calls.append(dict(image_size=image_size, batch_size=batch_size,
-                               randaug_magnitude=randaug_magnitude, mixup_alpha=mixup_alpha,
-                               cutmix_alpha=cutmix_alpha, seed=seed, epoch=epoch))
+                               augment=augment, seed=seed, epoch=epoch))
         pipelines, pipeline_id, per_batch = self._pipeline(input_context, batch_size)
         order = np.random.default_rng([seed, epoch]).permutation(self.num_train)
         order = order[pipeline_id::pipelines]

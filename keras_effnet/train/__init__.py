@@ -1,14 +1,14 @@
 """Training: progressive-learning plans, the distributed trainer, ``fit_progressive``.
 
-Importing this package does not import TensorFlow or Keras: plans and schedules are pure
-Python, and the trainer loads TensorFlow when it runs.
+Importing this package does not import TensorFlow or Keras: plans, schedules and
+:class:`TrainConfig` are pure Python, and the trainer loads TensorFlow when it runs.
 """
 
+from keras_effnet.train.config import TrainConfig, TrainResult
 from keras_effnet.train.fit import fit_progressive, set_dropout
 from keras_effnet.train.progressive import Recipe, Stage, progressive_plan, resolve_recipe
 from keras_effnet.train.schedules import ema_decay, learning_rate, scaled_learning_rate
-from keras_effnet.train.trainer import (NonFiniteLossError, TrainConfig, Trainer,
-                                        TrainResult, train)
+from keras_effnet.train.trainer import NonFiniteLossError, Trainer, train
 
 __all__ = [
     "NonFiniteLossError", "Recipe", "Stage", "TrainConfig", "TrainResult", "Trainer",

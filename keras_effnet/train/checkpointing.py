@@ -15,15 +15,18 @@ chief's directory, so ``model_dir`` must be storage that all workers see.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from typing import Any
+import signal
+import threading
+from typing import Any, Iterator
 
 import tensorflow as tf
 
-__all__ = ["Checkpointer", "CHECKPOINT_SUBDIR"]
+from keras_effnet.run_dir import CHECKPOINTS_DIR
 
-CHECKPOINT_SUBDIR = "checkpoints"
+__all__ = ["Checkpointer", "sigterm_as_interrupt"]
 
 
 class Checkpointer:
@@ -35,7 +38,8 @@ class Checkpointer:
 
     def __init__(self, model_dir: str, objects: dict[str, Any], *, chief: bool = True,
                  worker_index: int = 0, max_to_keep: int = 3):
-        self.directory = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+        # os.path.join rather than RunDir's pathlib paths: it keeps a gs:// prefix intact.
+        self.directory = os.path.join(model_dir, CHECKPOINTS_DIR)
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.chief = chief
         write_dir = self.directory if chief else os.path.join(
@@ -71,3 +75,21 @@ class Checkpointer:
             self.manager = tf.train.CheckpointManager(self.checkpoint, self._write_dir,
                                                       max_to_keep=1)
         return path
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (preemption, ``kill``) takes the Ctrl-C path inside the block: the trainer
+    saves a checkpoint, then exits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -48,11 +48,12 @@ class WeightEMA:
                             for i, v in enumerate(self._variables)]
         self._swapped = False
 
-    def decay_at(self, step) -> tf.Tensor:
+    def decay_at(self, step: tf.Tensor | int) -> tf.Tensor:
+        """The decay used at ``step``: ``min(decay, (1 + step) / (10 + step))``."""
         step = tf.cast(step, tf.float32)
         return tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + step) / (10.0 + step))
 
-    def update(self, step) -> None:
+    def update(self, step: tf.Tensor | int) -> None:
         """One EMA step; call in cross-replica context (after ``strategy.run``)."""
         decay = self.decay_at(step)
 

@@ -2,7 +2,7 @@
 
     plan = keras_effnet.progressive_plan("efficientnetv2-s", epochs=350)
     history = keras_effnet.fit_progressive(
-        model, lambda stage: make_dataset(stage.image_size, stage.randaug_magnitude), plan,
+        model, lambda stage: make_dataset(stage.image_size, stage.augment), plan,
         validation_fn=lambda stage: make_val(stage.image_size))
 
 Each stage sets the model's head dropout to the stage's rate, forces Keras to retrace its
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from keras_effnet.builder import DROPOUT_LAYER
 from keras_effnet.train.progressive import Stage
 
-__all__ = ["fit_progressive", "set_dropout", "DROPOUT_LAYER"]
-
-DROPOUT_LAYER = "top_dropout"
+__all__ = ["fit_progressive", "set_dropout"]
 
 
 def set_dropout(model: Any, rate: float, layer_name: str = DROPOUT_LAYER) -> bool:
@@ -56,14 +55,15 @@ def _reset_compiled_functions(model: Any) -> None:
 def fit_progressive(model: Any, dataset_fn: Callable[[Stage], Any], plan: Sequence[Stage], *,
                     validation_fn: Callable[[Stage], Any] | None = None,
                     initial_epoch: int = 0, verbose: Any = "auto",
-                    **fit_kwargs: Any):
+                    **fit_kwargs: Any) -> Any:
     """Train a compiled Keras model through a progressive plan with ``model.fit``.
 
     Args:
         model: a compiled Keras model (from ``keras_effnet.build``: its head Dropout is
-            named ``top_dropout``).
+            named ``keras_effnet.builder.DROPOUT_LAYER``).
         dataset_fn: ``stage -> training data`` for ``model.fit`` (a ``tf.data.Dataset``
-            at ``stage.image_size`` with the stage's augmentation).
+            at ``stage.image_size`` with ``stage.augment``, e.g.
+            ``source.train_dataset(stage.image_size, 64, augment=stage.augment)``).
         plan: stages from :func:`keras_effnet.progressive_plan`.
         validation_fn: optional ``stage -> validation_data``.
         initial_epoch: resume at this epoch (stages before it are skipped).

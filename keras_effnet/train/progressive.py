@@ -3,7 +3,7 @@
 Training is cut into ``stages``; each stage trains at one image size with one
 regularisation strength, small and weak first, large and strong last.
 
-Two schedules (REFERENCE.md §4):
+Two schedules (docs/reference.md §4):
 
 * ``mode="automl"`` reproduces google/automl ``main_tf2.py`` exactly. For stage ``i`` of
   ``S`` with ``ratio = (i + 1) / S``: epochs ``[int(i / S * E), int(ratio * E))``, image
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping
+
+from keras_effnet.data.augment import Augment  # pure Python, like this module
 
 __all__ = ["Recipe", "Stage", "progressive_plan", "resolve_recipe", "MODES"]
 
@@ -76,23 +78,49 @@ class Recipe:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One stage of a progressive plan: epochs ``[start_epoch, end_epoch)``."""
+    """One stage of a progressive plan: epochs ``[start_epoch, end_epoch)``, trained at
+    ``image_size`` with ``augment`` and head ``dropout``."""
 
     index: int
     start_epoch: int
     end_epoch: int
     image_size: int
-    randaug_magnitude: float | None
-    mixup_alpha: float
-    cutmix_alpha: float
+    augment: Augment
     dropout: float
 
     @property
     def epochs(self) -> int:
+        """Epochs in this stage."""
         return self.end_epoch - self.start_epoch
 
+    @property
+    def randaug_magnitude(self) -> float | None:
+        """``augment.randaug_magnitude`` (None: no RandAugment)."""
+        return self.augment.randaug_magnitude
+
+    @property
+    def mixup_alpha(self) -> float:
+        """``augment.mixup_alpha``."""
+        return self.augment.mixup_alpha
+
+    @property
+    def cutmix_alpha(self) -> float:
+        """``augment.cutmix_alpha``."""
+        return self.augment.cutmix_alpha
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Flat, JSON-ready: the plan in config.json and the benchmark's tables."""
+        return {"index": self.index, "start_epoch": self.start_epoch,
+                "end_epoch": self.end_epoch, "image_size": self.image_size,
+                **dataclasses.asdict(self.augment), "dropout": self.dropout}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Stage":
+        """The inverse of :meth:`to_dict`."""
+        augment = Augment(**{f.name: data[f.name] for f in dataclasses.fields(Augment)})
+        return cls(index=data["index"], start_epoch=data["start_epoch"],
+                   end_epoch=data["end_epoch"], image_size=data["image_size"],
+                   augment=augment, dropout=data["dropout"])
 
     def describe(self, num_stages: int | None = None) -> str:
         """One line for logs and banners."""
@@ -211,7 +239,8 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
         # automl's float arithmetic, kept literally so the boundaries match exactly.
         start = int(float(i) / float(stages) * epochs)
         end = int(float(i + 1) / float(stages) * epochs)
+        augment = Augment(randaug_magnitude=randaug[i], mixup_alpha=mixup[i],
+                          cutmix_alpha=cutmix[i])
         plan.append(Stage(index=i, start_epoch=start, end_epoch=end, image_size=sizes[i],
-                          randaug_magnitude=randaug[i], mixup_alpha=mixup[i],
-                          cutmix_alpha=cutmix[i], dropout=dropout[i]))
+                          augment=augment, dropout=dropout[i]))
     return plan

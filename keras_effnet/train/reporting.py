@@ -1,31 +1,17 @@
-"""What a person sees: banners, tables, TensorBoard scalars, JSON files and curves."""
+"""What a person sees: banners, tables, TensorBoard scalars and curves.
+
+The run directory's files (config.json, metrics.json, ...) are written by
+:class:`keras_effnet.run_dir.RunDir`; this module only formats and plots.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Callable, Sequence
 
 from keras_effnet.train.progressive import Stage
 
-__all__ = ["stage_banner", "summary_table", "write_json", "plot_curves", "Scalars"]
-
-
-def write_json(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=_jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+__all__ = ["stage_banner", "summary_table", "plot_curves", "Scalars"]
 
 
 def stage_banner(stage: Stage, num_stages: int, steps_per_epoch: int) -> str:
@@ -75,7 +61,8 @@ def _fmt(value, pattern: str) -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def plot_curves(path: str, history: Sequence[dict[str, Any]], stages: Sequence[Stage]) -> None:
+def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
+                stages: Sequence[Stage]) -> None:
     """``training_curves.png``: loss, accuracy and learning rate per epoch, with the
     stage boundaries as dashed lines labelled by image size."""
     import matplotlib
@@ -139,6 +126,7 @@ class Scalars:
                     os.path.join(log_dir, split))
 
     def write(self, split: str, step: int, values: dict[str, float]) -> None:
+        """Scalars of ``split`` ("train" or "eval") at ``step``; None values skipped."""
         writer = self._writers.get(split)
         if writer is None:
             return
@@ -150,10 +138,12 @@ class Scalars:
                                            metadata=self._metadata)
 
     def flush(self) -> None:
+        """Writes pending events to disk."""
         for writer in self._writers.values():
             writer.flush()
 
     def close(self) -> None:
+        """Flushes and closes the writers."""
         for writer in self._writers.values():
             writer.close()
 

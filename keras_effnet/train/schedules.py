@@ -4,7 +4,7 @@ The functions here are plain Python (tested against hand-computed values);
 :class:`keras_effnet.train.lr_schedule.WarmupDecaySchedule` evaluates the same formula
 with ``keras.ops`` inside the optimizer, and a test checks the two agree step by step.
 
-Recipe (google/automl ``WarmupLearningRateSchedule``; REFERENCE.md §5):
+Recipe (google/automl ``WarmupLearningRateSchedule``; docs/reference.md §5):
 
 * ``base_lr = 0.016 * global_batch / 256``;
 * linear warm-up from 0: ``base_lr * step / warmup_steps`` while ``step < warmup_steps``;
@@ -32,8 +32,10 @@ def scaled_learning_rate(global_batch_size: int, base: float = 0.016,
     return base * global_batch_size / reference_batch
 
 
-def check_schedule(base_lr, steps_per_epoch, warmup_epochs, decay_epochs, decay_factor, kind,
-           total_steps):
+def check_schedule(base_lr: float, steps_per_epoch: int, warmup_epochs: float,
+                   decay_epochs: float, decay_factor: float, kind: str,
+                   total_steps: int | None) -> None:
+    """Raises ValueError naming the first bad schedule argument."""
     if kind not in DECAY_KINDS:
         raise ValueError(f"kind must be one of {DECAY_KINDS}. Received: kind={kind!r}")
     if not base_lr > 0:

@@ -6,11 +6,13 @@ decides which strategy and which dtype policy a run uses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from typing import Any, Iterator
 
 __all__ = ["STRATEGIES", "PRECISIONS", "resolve_strategy", "resolve_precision",
-           "is_chief", "worker_index", "describe_strategy"]
+           "is_chief", "worker_index", "describe_strategy", "dtype_policy"]
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -31,7 +33,7 @@ def _num_workers(config: dict) -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
-def resolve_strategy(name: str = "auto", tpu: str | None = None):
+def resolve_strategy(name: str = "auto", tpu: str | None = None) -> Any:
     """A ``tf.distribute.Strategy`` for ``name``.
 
     ``auto``: TPU when ``tpu`` is given, multi-worker when TF_CONFIG lists more than one
@@ -60,7 +62,7 @@ def resolve_strategy(name: str = "auto", tpu: str | None = None):
         if not config:
             raise ValueError("strategy='multi_worker' needs TF_CONFIG describing the cluster "
                              "(cluster.worker addresses and this task's index) on every "
-                             "worker; use --strategy=default for one machine.")
+                             "worker; use strategy='default' for one machine.")
         communication = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
@@ -71,14 +73,14 @@ def resolve_strategy(name: str = "auto", tpu: str | None = None):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def describe_strategy(strategy) -> str:
+def describe_strategy(strategy: Any) -> str:
     """``MirroredStrategy x2 replicas`` and the like, for logs."""
     workers = getattr(strategy.extended, "_num_workers", 1)
     text = f"{type(strategy).__name__} ({strategy.num_replicas_in_sync} replica(s)"
     return text + (f", {workers} workers)" if workers and workers > 1 else ")")
 
 
-def is_chief(strategy) -> bool:
+def is_chief(strategy: Any) -> bool:
     """True on the one worker that writes logs, plots and the real checkpoints."""
     extended = strategy.extended
     if not getattr(extended, "_in_multi_worker_mode", lambda: False)():
@@ -89,12 +91,12 @@ def is_chief(strategy) -> bool:
                                             and "chief" not in _tf_config().get("cluster", {}))
 
 
-def worker_index(strategy) -> int:
+def worker_index(strategy: Any) -> int:
     """This worker's index (0 outside multi-worker training)."""
     return int(getattr(strategy.extended, "_task_id", 0) or 0)
 
 
-def resolve_precision(precision: str, strategy) -> str:
+def resolve_precision(precision: str, strategy: Any) -> str:
     """Keras dtype policy name: ``auto`` = bfloat16 on TPU, float16 on GPU, else float32."""
     import tensorflow as tf
 
@@ -108,3 +110,15 @@ def resolve_precision(precision: str, strategy) -> str:
     if tf.config.list_logical_devices("GPU"):
         return "mixed_float16"
     return "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to ``name`` inside the block, restored after."""
+    import keras
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

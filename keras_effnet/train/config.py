@@ -1,0 +1,294 @@
+"""What a training run is asked to do: :class:`TrainConfig`, its defaults, its checks,
+and :class:`TrainResult`, what a finished run returns.
+
+Pure Python (no TensorFlow): ``scripts/train.py`` builds and checks a config in a second.
+Every field declared with ``cli.option(help=...)`` is a flag of ``scripts/train.py``;
+validation raises :class:`~keras_effnet.errors.ConfigError` naming the field, which the
+script turns into its flag.
+
+Defaults that depend on the run (``None`` fields) are resolved here too, by the
+``resolved_*`` methods the trainer calls: the model's recipe, the dataset's small-image
+defaults, and the recipe's schedule scaled to the run.
+
+The recipe (docs/reference.md §5; google/automl ``main_tf2.py``):
+
+* RMSProp (rho 0.9, momentum 0.9, epsilon 1e-3); peak LR ``0.016 * global_batch / 256``;
+  linear warm-up then exponential decay x0.97 per 2.4 epochs (staircase), or cosine.
+  The decay period is the recipe's 2.4 epochs whatever the run length. The warm-up is
+  the recipe's 5 epochs, shortened for short runs to a tenth of the run (at least one
+  epoch): ``min(5, max(1, epochs / 10))``, so a 12-epoch run warms up for 1.2 epochs
+  instead of spending 40 % of itself there. (Compressing the whole schedule by
+  ``epochs / 350`` was tried: a 12-epoch from-scratch run then spends its second half
+  below 10 % of the peak LR and under-fits, 77 % on digits.)
+* Weight decay 1e-5 as an L2 term added to the loss, as automl:
+  ``1e-5 * sum(||w||^2 / 2)`` (``tf.nn.l2_loss``) over kernels only, i.e. not over
+  BatchNorm's gamma/beta nor biases (all 1-D); the term is divided by the number of
+  replicas because replica gradients are summed.
+* Label smoothing 0.1; EMA of the weights with decay 0.9999 and the ``num_updates``
+  warm-up ``min(decay, (1 + step) / (10 + step))`` (see ``ema.py``): for a short run this
+  averages over roughly its last 10 % of steps, for ImageNet-length runs it is the
+  recipe's 0.9999. Evaluation and the saved model use the EMA weights.
+* BatchNorm moving statistics are averaged across replicas after every step (what
+  Keras 2 did with ON_READ/MEAN variables; Keras 3 leaves each replica its own copy), so
+  all replicas and workers hold identical weights. ``sync_batchnorm`` also normalises
+  with cross-replica batch statistics.
+* The classifier kernel starts at zero (``zero_init_head``, as BiT initialises new
+  heads). The official ``uniform(+-1/sqrt(classes))`` is +-0.03 for ImageNet's 1000
+  classes, nearly zero, but +-0.32 for 10 classes: initial logits with a std of ~3, a
+  loss of ~4 and hundreds of steps spent shrinking the head, which a short run cannot
+  afford. Set ``zero_init_head=False`` for the official initialiser.
+* Mixed precision: ``auto`` = bfloat16 on TPU, float16 (with ``LossScaleOptimizer``) on
+  GPU, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from keras_effnet import cli
+from keras_effnet.errors import ConfigError
+from keras_effnet.train import progressive as progressive_lib
+from keras_effnet.train import schedules
+from keras_effnet.train import strategy as strategy_lib
+
+__all__ = ["TrainConfig", "TrainResult", "DEFAULT_MODEL", "DATASETS", "LR_SCHEDULES",
+           "SMALL_DATASET_DEFAULTS", "RECIPE_WARMUP_EPOCHS"]
+
+DEFAULT_MODEL = "efficientnetv2-b0"
+DATASETS = ("digits", "folder", "tfrecord", "tfds:<name>")
+LR_SCHEDULES = ("exponential", "cosine")
+RECIPE_WARMUP_EPOCHS = 5.0
+
+# The embedded digits are 8x8 scans: training them at a V2's 192-384 px would only burn
+# time. These defaults apply when the corresponding option is left unset (None); the
+# width/depth ones only for the default model. They make the no-flag run finish in
+# minutes on two CPU cores (see README).
+SMALL_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"image_size": 64, "min_image_size": 32,
+               "model_scaling": {"width": 0.5, "depth": 0.5}},
+}
+
+_DATA_DIR_NEEDS = {"folder": "a folder with one sub-folder of images per class",
+                   "tfrecord": "the directory of TFRecord shards"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; ``scripts/train.py`` fills it from flags.
+
+    ``None`` means "resolved at run time" (the ``resolved_*`` methods): the model's
+    recipe, the dataset's small-image defaults, or the recipe scaled to the run.
+    """
+
+    model: str = cli.option(
+        DEFAULT_MODEL, help="Variant name (see keras_effnet.list_models()) or "
+        "comma-separated block strings. The default model is shrunk (width 0.5, depth "
+        "0.5) on --dataset=digits unless --width/--depth say.")
+    dataset: str = cli.option(
+        "digits", help="digits (embedded, no download), folder, tfrecord or tfds:<name>.")
+    data_dir: str | None = cli.option(
+        None, help="Images (folder: one sub-folder per class) or TFRecord shards; the TFDS "
+        "data dir for tfds:<name>.")
+    model_dir: str | None = cli.option(
+        None, help="Checkpoints, logs and results (default: runs/<model>_<dataset>). The "
+        "same model_dir resumes the run.")
+    epochs: int = cli.option(12, help="Training epochs over all stages.")
+    batch_size: int = cli.option(64, help="Global batch size (all replicas).")
+    stages: int = cli.option(4, help="Progressive-learning stages (1 = off).")
+    progressive_mode: str = cli.option(
+        "automl", choices=progressive_lib.MODES,
+        help="automl: the official code's schedule; paper: Table 6, dropout included.")
+    image_size: int | None = cli.option(
+        None, help="Last stage's image size (default: the model's train size; 64 for "
+        "digits).")
+    min_image_size: int | None = cli.option(
+        None, help="First image size of the schedule (default: automl's 128; 32 for "
+        "digits).")
+    eval_image_size: int | None = cli.option(
+        None, help="Evaluation size (default: the last stage's).")
+    width: float | None = cli.option(None, help="Width multiplier override.")
+    depth: float | None = cli.option(None, help="Depth multiplier override.")
+    dropout: float | None = cli.option(
+        None, help="Head dropout of the recipe (default: the model's).")
+    strategy: str = cli.option(
+        "auto", choices=strategy_lib.STRATEGIES,
+        help="tf.distribute strategy; auto picks tpu / multi_worker / mirrored / default.")
+    tpu: str | None = cli.option(
+        None, help="TPU name or address (implies --strategy=tpu with auto).")
+    mixed_precision: str = cli.option(
+        "auto", choices=strategy_lib.PRECISIONS,
+        help="auto: bfloat16 on TPU, float16 on GPU, float32 on CPU.")
+    seed: int = cli.option(0, help="Seed of initialisation, data order and augmentation.")
+    max_train_steps: int | None = cli.option(
+        None, help="Stop after this many steps (smoke runs).")
+    checkpoint_every_steps: int = cli.option(
+        0, help="Also checkpoint every N steps (0: at epoch ends only).")
+    keep_checkpoints: int = 3  # not a flag
+    # Recipe (docs/reference.md §5).
+    learning_rate: float | None = cli.option(
+        None, help="Peak learning rate (default 0.016 * batch / 256).")
+    lr_schedule: str = cli.option("exponential", choices=LR_SCHEDULES,
+                                  help="Decay after the linear warm-up.")
+    warmup_epochs: float | None = cli.option(
+        None, help="Linear warm-up length (default: the recipe's 5 epochs, or a tenth of "
+        "a shorter run, at least 1).")
+    decay_epochs: float = cli.option(
+        2.4, help="Exponential decay: x0.97 every this many epochs.")
+    decay_factor: float = 0.97  # not a flag
+    weight_decay: float = cli.option(1e-5, help="L2 on kernels (not BN, biases).")
+    label_smoothing: float = cli.option(0.1, help="Label smoothing.")
+    ema_decay: float = cli.option(0.9999, help="Weight EMA decay (0: off).")
+    sync_batchnorm: bool = cli.option(
+        False, help="BatchNorm statistics over the global batch (all replicas).")
+    # Not a flag: see the module docstring for why the head starts at zero.
+    zero_init_head: bool = True
+    eval_every_epochs: int = cli.option(
+        1, help="Evaluate every N epochs (0: only at the end).")
+    verbose: int = cli.option(1, help="0: quiet, 1: progress and summaries.")
+
+    # --- checks -----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raises :class:`ConfigError` naming the first bad field."""
+        for name in ("epochs", "batch_size", "stages", "keep_checkpoints"):
+            self._check_int(name, 1)
+        for name in ("checkpoint_every_steps", "eval_every_epochs"):
+            self._check_int(name, 0)
+        for name in ("image_size", "min_image_size", "eval_image_size", "max_train_steps"):
+            self._check_int(name, 1, allow_none=True)
+        if self.stages > self.epochs:
+            raise ConfigError(f"stages ({self.stages}) must be <= epochs ({self.epochs}): "
+                              "every stage trains at least one epoch.", "stages")
+        for name, choices in (("progressive_mode", progressive_lib.MODES),
+                              ("strategy", strategy_lib.STRATEGIES),
+                              ("mixed_precision", strategy_lib.PRECISIONS),
+                              ("lr_schedule", LR_SCHEDULES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {choices}. "
+                                  f"Received: {name}={value!r}", name)
+        for name in ("width", "depth", "learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0. Received: {name}={value!r}", name)
+        for name in ("ema_decay", "label_smoothing", "dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0.0, 1.0). "
+                                  f"Received: {name}={value!r}", name)
+        if not self.weight_decay >= 0:
+            raise ConfigError("weight_decay must be >= 0. "
+                              f"Received: weight_decay={self.weight_decay!r}", "weight_decay")
+        if self.tpu and self.strategy not in ("auto", "tpu"):
+            raise ConfigError(f"tpu={self.tpu!r} needs strategy 'tpu' or 'auto'. "
+                              f"Received: strategy={self.strategy!r}", "tpu")
+
+    def _check_int(self, name: str, minimum: int, allow_none: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and allow_none:
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}. "
+                              f"Received: {name}={value!r}", name)
+
+    def check_request(self) -> None:
+        """:meth:`validate`, then the model name, the dataset name and its data
+        directory: the mistakes that need no TensorFlow to find, found in a second."""
+        from keras_effnet.builder import resolve_variant
+
+        self.validate()
+        try:
+            resolve_variant(self.model)
+        except ValueError as e:  # unknown names come with suggestions
+            raise ConfigError(str(e), "model") from None
+        dataset = self.dataset
+        if not (dataset in DATASETS[:3] or (dataset.startswith("tfds:") and len(dataset) > 5)):
+            raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}. "
+                              f"Received: dataset={dataset!r}", "dataset")
+        what = _DATA_DIR_NEEDS.get(dataset)
+        if what and not self.data_dir:
+            raise ConfigError(f"dataset={dataset!r} needs data_dir=<{what}>.", "data_dir")
+        if what and "://" not in self.data_dir and not os.path.isdir(self.data_dir):
+            raise ConfigError(f"{self.data_dir} does not exist or is not a directory; pass "
+                              f"{what}.", "data_dir")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as config.json's ``train_config``."""
+        return dataclasses.asdict(self)
+
+    # --- defaults resolved at run time -------------------------------------------------
+
+    def dataset_defaults(self) -> dict[str, Any]:
+        """The dataset's small-image defaults ({} for full-size datasets)."""
+        return SMALL_DATASET_DEFAULTS.get(self.dataset, {})
+
+    def resolved_model(self) -> tuple[Any, progressive_lib.Recipe]:
+        """(the :class:`~keras_effnet.variants.Variant`, its progressive recipe), with
+        the overrides and the dataset's defaults applied."""
+        from keras_effnet.builder import resolve_variant
+
+        defaults = self.dataset_defaults()
+        scaling = dict(width=self.width, depth=self.depth)
+        if self.model == DEFAULT_MODEL:
+            for key, value in defaults.get("model_scaling", {}).items():
+                if scaling[key] is None:
+                    scaling[key] = value
+        variant = resolve_variant(self.model, dropout=self.dropout, **scaling)
+        if scaling["width"] not in (None, 1.0) or scaling["depth"] not in (None, 1.0):
+            suffix = f"-w{variant.width:g}-d{variant.depth:g}"
+            variant = variant.replace(name=variant.name + suffix)
+        image_size = self.image_size or defaults.get("image_size")
+        recipe = progressive_lib.resolve_recipe(variant)
+        if image_size is not None:
+            # Overridden sizes: not the paper's Table 6 row any more.
+            recipe = dataclasses.replace(recipe, train_size=image_size, name="custom")
+        return variant, recipe
+
+    def resolved_min_image_size(self, recipe: progressive_lib.Recipe) -> int | None:
+        """The plan's first size: the option, else the dataset's default if it fits."""
+        if self.min_image_size is not None:
+            return self.min_image_size
+        default = self.dataset_defaults().get("min_image_size")
+        if default is not None and default <= recipe.train_size:
+            return default
+        return None
+
+    def resolved_schedule(self, global_batch: int, steps_per_epoch: int) -> dict[str, Any]:
+        """Keyword arguments of ``WarmupDecaySchedule`` / ``schedules.learning_rate``."""
+        warmup = self.warmup_epochs
+        if warmup is None:
+            warmup = min(RECIPE_WARMUP_EPOCHS, max(1.0, self.epochs / 10))
+        return dict(
+            base_lr=self.learning_rate or schedules.scaled_learning_rate(global_batch),
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=warmup, decay_epochs=self.decay_epochs,
+            decay_factor=self.decay_factor, kind=self.lr_schedule,
+            total_steps=steps_per_epoch * self.epochs)
+
+    def resolved_model_dir(self, variant_name: str) -> str:
+        """``model_dir``, else ``runs/<variant>_<dataset>``."""
+        return self.model_dir or os.path.join(
+            "runs", f"{variant_name}_{self.dataset}".replace(":", "_").replace("/", "_"))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run returns (also written to ``model_dir/metrics.json``)."""
+
+    top1: float | None
+    top5: float | None
+    loss: float | None
+    raw_top1: float | None
+    eval_count: int
+    steps: int
+    epochs_completed: int
+    history: list[dict[str, Any]]
+    plan: list[progressive_lib.Stage]
+    model_dir: str
+    model_name: str
+    final_model_path: str | None
+    resumed_from: str | None
+    wall_time_s: float
+    model: Any = dataclasses.field(default=None, repr=False)
