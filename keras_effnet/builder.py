@@ -12,7 +12,7 @@ from keras_effnet.blocks import Ops, dense_initializer, fused_mbconv, mbconv
 from keras_effnet.variants import Variant, resolve_variant
 
 __all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
-           "CLASSIFIER_LAYER", "INPUT_LAYER"]
+           "CLASSIFIER_LAYER", "INPUT_LAYER", "model_image_size"]
 
 # Stable layer names that other modules look layers up by (the trainer sets the head's
 # dropout per stage; porting, pruning and the trainer find the classifier).
@@ -180,3 +180,23 @@ def _check_arguments(include_top, weights, pooling, classes, input_shape) -> Non
                 d is not None and (not isinstance(d, int) or d < 1) for d in shape[:2]):
             raise ValueError("input_shape must be (height, width, 3) with positive sizes "
                              f"or None. Received: input_shape={input_shape!r}")
+
+
+def model_image_size(model: Any, default: int | None = None, variant: Any = None) -> int:
+    """The evaluation size of a bare model (a run's is ``RunDir.eval_image_size``): its
+    static input size, else ``default``, else the eval size of ``variant`` (default: the
+    built-in variant named like the model)."""
+    shape = model.input_shape
+    if shape[1] is not None and shape[1] == shape[2]:
+        return int(shape[1])
+    if default is not None:
+        return int(default)
+    if variant is not None:
+        return int(variant.eval_size)
+    from keras_effnet.variants import get_variant
+    try:
+        return get_variant(model.name).eval_size
+    except ValueError:
+        raise ValueError(f"Model {model.name!r} takes any image size and is not a built-in "
+                         "variant: pass image_size= (the evaluation size it was trained "
+                         "for).") from None

@@ -42,20 +42,20 @@ def _assert_one_line_error(result, *fragments):
 
 
 @pytest.mark.parametrize("args,fragments", [
-    ([], ["exactly one of --model_dir"]),
-    (["--model_dir=/no/such/run"], ["does not exist"]),
+    ([], ["--model_dir:", "exactly one of"]),
+    (["--model_dir=/no/such/run"], ["--model_dir:", "does not exist"]),
     (["--prune=abc"], ["--prune=abc"]),
     (["--no_such_flag=1"], ["no_such_flag"]),
-    (["--model=efficientnet-lite0", "--quantize=int4"], ["--quantize", "int4"]),
-    (["--model=efficientnet-lite0", "--formats=onnx"], ["--formats", "onnx"]),
-    (["--model=efficientnet-lite9"], ["Did you mean"]),
-    (["--model=efficientnet-lite0", "--prune=1.5"], ["--prune", "[0, 1)"]),
-    (["--model=efficientnet-lite0", "--quantize=int8"], ["--dataset"]),
+    (["--model=efficientnet-lite0", "--quantize=int4"], ["--quantize:", "int4"]),
+    (["--model=efficientnet-lite0", "--formats=onnx"], ["--formats:", "onnx"]),
+    (["--model=efficientnet-lite9"], ["--model:", "Did you mean"]),
+    (["--model=efficientnet-lite0", "--prune=1.5"], ["--prune:", "(0, 1)"]),
+    (["--model=efficientnet-lite0", "--quantize=int8"], ["--dataset:"]),
     (["--model=efficientnet-lite0", "stray"], ["unexpected arguments"]),
     (["--model=efficientnet-lite0", "--prune=0.5", "--prune_end_fraction=0"],
-     ["--prune_end_fraction", "(0, 1]"]),
+     ["--prune_end_fraction:", "(0, 1]"]),
     (["--model=efficientnet-lite0", "--prune=0.5", "--prune_learning_rate=-1"],
-     ["--prune_learning_rate", "> 0"]),
+     ["--prune_learning_rate:", "> 0"]),
     (["--model=efficientnet-lite0", "--prune=0.5", "--prune_learning_rate_decay=step"],
      ["prune_learning_rate_decay", "cosine"]),
 ])
@@ -66,11 +66,11 @@ def test_bad_requests_fail_with_one_line(args, fragments):
 def test_run_dir_without_model_and_existing_version(tmp_path, run_dir):
     (tmp_path / "empty_run").mkdir()
     _assert_one_line_error(_export(f"--model_dir={tmp_path / 'empty_run'}", timeout=120),
-                           "final_model.keras", "training run finished")
+                           "--model_dir:", "final_model.keras", "training run finished")
     (tmp_path / "saved_models" / "efficientnet-custom" / "3").mkdir(parents=True)
     _assert_one_line_error(_export(f"--model_dir={run_dir}", "--version=3",
                                    f"--saved_models={tmp_path / 'saved_models'}",
-                                   timeout=120), "already exists", "omit --version")
+                                   timeout=120), "--version:", "already exists")
 
 
 def test_untrained_build_without_dataset(tmp_path):
@@ -111,4 +111,4 @@ def test_whole_export_of_a_training_run(tmp_path, run_dir):
     # The same request again: the next version, nothing overwritten.
     again = _export(f"--model_dir={run_dir}", "--formats=saved_model", "--version=1",
                     f"--saved_models={saved}", timeout=120)
-    _assert_one_line_error(again, "already exists")
+    _assert_one_line_error(again, "--version:", "already exists")

@@ -85,16 +85,13 @@ def top1(probabilities, labels) -> float:
 def make_run_dir(path, model, variant, eval_image_size: int, dataset: str = "digits",
                  class_names=None):
     """A directory laid out like a finished training run (the trainer's contract)."""
-    import json
-    from pathlib import Path
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save(path / "final_model.keras")
+    from keras_effnet.run_dir import RunConfig, RunDir
+    run = RunDir(path)
+    run.save_model(model)
     classes = int(model.output_shape[-1])
     class_names = class_names or [str(i) for i in range(classes)]
-    (path / "labels.txt").write_text("\n".join(class_names) + "\n")
-    (path / "config.json").write_text(json.dumps({
-        "model": variant.name, "variant": variant.to_dict(), "dataset": dataset,
-        "data_dir": None, "eval_image_size": eval_image_size, "num_classes": classes,
-        "class_names": class_names}))
-    return path
+    run.write_labels(class_names)
+    run.write_config(RunConfig(model=variant.name, variant=variant.to_dict(), dataset=dataset,
+                               num_classes=classes, class_names=tuple(class_names),
+                               eval_image_size=eval_image_size))
+    return run.path

@@ -1,7 +1,8 @@
 """Deployment: TF-Serving SavedModels, (pruned, quantised) TFLite models, and their checks.
 
-Modules (each imports TensorFlow only when used, so ``scripts/export.py`` can check its
-flags before paying for the import):
+Modules (``config``, ``job``, ``context``, ``report``, ``tflite`` and ``prune`` import
+TensorFlow only when used, so ``scripts/export.py`` checks a request before paying for
+the import):
 
 * :mod:`~keras_effnet.export.saved_model`: versioned, atomic TF-Serving export.
 * :mod:`~keras_effnet.export.serving_config`: ``models.config``, batching, warmup.
@@ -11,7 +12,12 @@ flags before paying for the import):
 * :mod:`~keras_effnet.export.prune`: magnitude pruning through the tf_keras twin
   (tensorflow-model-optimization and tf_keras imported inside its functions only).
 * :mod:`~keras_effnet.export.rewrite`: layer rewrites (the XNNPACK form, 1x1 conv as dense).
-* :mod:`~keras_effnet.export.job`: the whole export of a training run (the CLI's library).
+* :mod:`~keras_effnet.export.config`: :class:`ExportConfig`, the request, checked
+  without TensorFlow.
+* :mod:`~keras_effnet.export.job`: the whole export of a training run (the CLI's
+  library): the format registry and the run.
+* :mod:`~keras_effnet.export.context`: what each format's ``export(model, context)`` gets.
+* :mod:`~keras_effnet.export.report`: the artifacts written and their measured figures.
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ from typing import Any
 
 # name -> defining module; resolved on first access (PEP 562).
 _EXPORTS = {
+    "Artifact": "report",
     "BatchingConfig": "serving_config",
-    "ExportConfig": "job",
-    "ExportError": "job",
+    "ExportConfig": "config",
+    "ExportContext": "context",
+    "ExportError": "config",
+    "ExportReport": "report",
     "LiteRunner": "tflite",
     "PruneConfig": "prune",
     "PruneResult": "prune",

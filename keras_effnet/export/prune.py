@@ -24,6 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from keras_effnet.builder import CLASSIFIER_LAYER
+from keras_effnet.cli import option
+from keras_effnet.errors import ConfigError
+
 __all__ = ["PruneConfig", "PruneResult", "prune", "tf_keras_twin", "select_layers",
            "kernel_sparsity", "fine_tuning_learning_rate", "POLICIES", "LEARNING_RATE_DECAYS"]
 
@@ -35,7 +39,8 @@ ARRAY_BATCH_SIZE = 32
 
 @dataclasses.dataclass(frozen=True)
 class PruneConfig:
-    """How to prune and fine-tune.
+    """How to prune and fine-tune; checked when built (:class:`ConfigError` naming the
+    field).
 
     Attributes:
         target_sparsity: fraction of zeros reached in every pruned kernel.
@@ -65,39 +70,56 @@ class PruneConfig:
             ``xnnpack`` (1x1 convolutions only, model rewritten by
             :func:`keras_effnet.export.rewrite.to_xnnpack_form` and checked by
             ``PruneForLatencyOnXNNPack``, for XNNPACK's sparse inference).
+
+    The fields declared with a help text are the flags ``--prune``, ``--prune_epochs``,
+    ... of the configs that hold a PruneConfig (``ExportConfig.prune``).
     """
 
-    target_sparsity: float = 0.5
-    epochs: int = 8
-    steps_per_epoch: int | None = None
-    learning_rate: float = 5e-4
-    learning_rate_decay: str = "cosine"
-    prune_end_fraction: float = 0.6
+    target_sparsity: float = option(
+        0.5, primary=True, help="Target sparsity (e.g. 0.5): prune + fine-tune, then "
+        "write sparse TFLite files")
+    epochs: int = option(8, help="Fine-tuning epochs while pruning.")
+    steps_per_epoch: int | None = option(
+        None, flag="steps", help="Fine-tuning steps per epoch (default: one pass over the "
+        "training split).")
+    learning_rate: float = option(5e-4, help="Fine-tuning learning rate (Adam).")
+    learning_rate_decay: str = option(
+        "cosine", choices=LEARNING_RATE_DECAYS, help="cosine: decay to 0 once the target "
+        "sparsity is reached; constant: keep --prune_learning_rate.")
+    prune_end_fraction: float = option(
+        0.6, flag="end_fraction", help="The sparsity schedule reaches --prune after this "
+        "fraction of the fine-tuning; the rest fine-tunes at the target.")
     frequency: int | None = None
     prune_stem: bool = False
     prune_se: bool = False
     prune_classifier: bool = False
     block_size: tuple[int, int] = (4, 1)
-    policy: str = "magnitude"
+    policy: str = option("magnitude", flag="policy", choices=POLICIES,
+                         help="xnnpack: 1x1 convolutions only, model in XNNPACK "
+                         "sparse-inference form.")
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.0 < self.target_sparsity < 1.0:
-            raise ValueError("target_sparsity must be in (0, 1). "
-                             f"Received: target_sparsity={self.target_sparsity}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1. Received: epochs={self.epochs}")
-        if not 0.0 < self.prune_end_fraction <= 1.0:
-            raise ValueError("prune_end_fraction must be in (0, 1]. "
-                             f"Received: prune_end_fraction={self.prune_end_fraction}")
-        if len(self.block_size) != 2 or min(self.block_size) < 1:
-            raise ValueError("block_size must be two positive integers. "
-                             f"Received: block_size={self.block_size}")
-        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
-            raise ValueError(f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}. "
-                             f"Received: learning_rate_decay={self.learning_rate_decay!r}")
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}. Received: policy={self.policy!r}")
+        def check(ok: bool, field: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{field} {rule}. Received: {field}="
+                                  f"{getattr(self, field)!r}", field)
+
+        check(0.0 < self.target_sparsity < 1.0, "target_sparsity",
+              "must be in (0, 1) (e.g. 0.5)")
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
+              "must be >= 1 (or None: one pass over the training data)")
+        check(self.learning_rate > 0.0, "learning_rate", "must be > 0")
+        check(self.learning_rate_decay in LEARNING_RATE_DECAYS, "learning_rate_decay",
+              f"must be one of {', '.join(LEARNING_RATE_DECAYS)}")
+        check(0.0 < self.prune_end_fraction <= 1.0, "prune_end_fraction",
+              "must be in (0, 1] (the sparsity schedule reaches the target after this "
+              "fraction of the fine-tuning)")
+        check(self.frequency is None or self.frequency >= 1, "frequency", "must be >= 1")
+        check(len(self.block_size) == 2 and min(self.block_size) >= 1, "block_size",
+              "must be two positive integers")
+        check(self.policy in POLICIES, "policy", f"must be one of {', '.join(POLICIES)}")
 
 
 @dataclasses.dataclass
@@ -153,7 +175,7 @@ def tf_keras_twin(model: Any, variant: Any = None, input_shape: tuple | None = N
     twin = build(variant, classes=int(model.output_shape[-1]),
                  input_shape=input_shape or tuple(model.input_shape[1:]),
                  include_preprocessing="preprocessing" in names,
-                 include_top="predictions" in names, keras_module=tf_keras, name=model.name)
+                 include_top=CLASSIFIER_LAYER in names, keras_module=tf_keras, name=model.name)
     source, target = model.get_weights(), twin.get_weights()
     if [w.shape for w in source] != [w.shape for w in target]:
         raise ValueError(f"The tf_keras rebuild of {variant.name!r} does not match the model's "
@@ -182,7 +204,7 @@ def select_layers(model: Any, config: PruneConfig) -> list[str]:
         elif isinstance(layer, layers.Dense):
             if config.policy == "xnnpack":
                 continue
-            if name == "predictions" and not config.prune_classifier:
+            if name == CLASSIFIER_LAYER and not config.prune_classifier:
                 continue
             chosen.append(name)
     return chosen
@@ -268,7 +290,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
     sparsity_api = tfmot.sparsity.keras
     keras_model = model
     if config.policy == "xnnpack":
-        from keras_effnet.export.saved_model import model_image_size
+        from keras_effnet.builder import model_image_size
         size = model_image_size(model, image_size)
         twin = to_xnnpack_form(tf_keras_twin(model, variant, (size, size, 3)), input_size=size)
         sparsity_api.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(twin)

@@ -30,13 +30,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from keras_effnet.builder import model_image_size  # re-exported: the serving size
 from keras_effnet.export import images as images_lib
 from keras_effnet.export import serving_config
+from keras_effnet.export.report import Artifact
+
+if TYPE_CHECKING:  # for the hints only: this module need not load the export's others
+    from keras_effnet.export.context import ExportContext
 
 __all__ = ["SavedModelExport", "ServingSpec", "VersionExistsError", "build_export_archive",
-           "export_saved_model", "next_version", "sample_image_bytes", "model_image_size"]
+           "export_saved_model", "next_version", "sample_image_bytes", "model_image_size",
+           "export"]
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 LABELS_FILE = "labels.txt"
@@ -82,22 +88,6 @@ class SavedModelExport:
     size_bytes: int
     models_config: Path
     batching_parameters: Path
-
-
-def model_image_size(model: Any, default: int | None = None) -> int:
-    """The model's static input size, else ``default``, else its variant's eval size."""
-    shape = model.input_shape
-    if shape[1] is not None and shape[1] == shape[2]:
-        return int(shape[1])
-    if default is not None:
-        return int(default)
-    from keras_effnet.variants import get_variant
-    try:
-        return get_variant(model.name).eval_size
-    except ValueError:
-        raise ValueError(f"Model {model.name!r} takes any image size and is not a built-in "
-                         "variant: pass image_size= (the evaluation size it was trained "
-                         "for).") from None
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
@@ -309,3 +299,27 @@ def _write_version(model, spec: ServingSpec, path: Path, model_name: str, warmup
                                              f"{spec.image_size}, 3] in [0, 255] -> same"},
             **(metadata or {})}
     (extra / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def export(model: Any, context: ExportContext) -> list[Artifact]:
+    """The ``saved_model`` format of an export (:mod:`keras_effnet.export.job`): ``model``
+    as the next TF-Serving version, measured through its ``predict_images`` signature."""
+    import tensorflow as tf
+
+    config, pruned = context.config, context.is_pruned(model)
+    written = export_saved_model(
+        model, config.saved_models, model_name=context.name, version=context.version,
+        class_names=context.class_names, image_size=context.image_size, top_k=config.top_k,
+        max_pixels=config.max_pixels, serving_base_path=config.serving_base_path,
+        metadata={"source": context.origin,
+                  "pruned_sparsity": config.prune.target_sparsity if pruned else 0.0})
+    loaded = tf.saved_model.load(str(written.path))  # must outlive its signature
+    signature = loaded.signatures["predict_images"]
+
+    def predict(images):
+        return signature(images=tf.constant(images))["probabilities"].numpy()
+
+    return [Artifact("saved_model" + (" (pruned)" if pruned else ""), str(written.path),
+                     size_bytes=written.size_bytes,
+                     notes=f"models.config: {written.models_config}",
+                     **context.measure(predict, made_from=model))]

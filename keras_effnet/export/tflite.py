@@ -16,20 +16,21 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from keras_effnet.export.formats import MIN_REPRESENTATIVE_IMAGES, QUANTIZE_MODES
+from keras_effnet.export.report import Artifact, size_text
+
+if TYPE_CHECKING:  # for the hints only
+    from keras_effnet.export.context import ExportContext
+
 __all__ = ["QUANTIZE_MODES", "MIN_REPRESENTATIVE_IMAGES", "TFLiteExport", "LiteRunner",
            "convert", "write_tflite", "gzipped_size", "top1_agreement", "top1_accuracy",
-           "sparsity_encoded", "densify_ops", "xnnpack_sparse_unavailable"]
+           "sparsity_encoded", "densify_ops", "xnnpack_sparse_unavailable", "export"]
 
 logger = logging.getLogger("keras_effnet.export")
-
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
-# Calibration needs enough images to see each activation's range; the TFLite guide's
-# figure, and the issue's floor.
-MIN_REPRESENTATIVE_IMAGES = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +42,6 @@ class TFLiteExport:
     size_bytes: int
     gzipped_bytes: int
     sparse: bool
-
-
-def _image_size(model: Any, image_size: int | None) -> int:
-    from keras_effnet.export.saved_model import model_image_size
-    return model_image_size(model, image_size)
 
 
 def _check_quantize(quantize: str) -> str:
@@ -79,8 +75,9 @@ def convert(model: Any, quantize: str = "none", *, image_size: int | None = None
             accelerators); by default input and output stay float32.
         batch_size: static batch size (1 for on-device use) or None for dynamic.
     """
+    from keras_effnet.builder import model_image_size
     _check_quantize(quantize)
-    size = _image_size(model, image_size)
+    size = model_image_size(model, image_size)
     calibration = None
     if quantize == "int8":
         if representative_images is None:
@@ -329,3 +326,44 @@ def top1_accuracy(probabilities: np.ndarray, labels: np.ndarray | Sequence[int])
     if labels.ndim == 2:
         labels = np.argmax(labels, -1)
     return float(np.mean(np.argmax(probabilities, -1) == labels))
+
+
+def export(model: Any, context: ExportContext) -> list[Artifact]:
+    """The ``tflite`` format of an export (:mod:`keras_effnet.export.job`): one file per
+    ``config.quantize`` mode, with ``labels.txt``, in ``<tflite_dir>/<name>/<version>/``,
+    each measured with :class:`LiteRunner`. A pruned ``model`` is written with sparse
+    encoding, and compared with the same conversion of the dense model."""
+    config, pruned = context.config, context.is_pruned(model)
+    out_dir = Path(config.tflite_dir) / context.name / str(context.version)
+    calibration = None
+    if "int8" in config.quantize:
+        calibration = context.source.representative_images(
+            n=config.representative_images, image_size=context.image_size)
+    out_dir.mkdir(parents=True, exist_ok=False)
+    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in context.class_names),
+                                        encoding="utf-8")
+    suffix, dense_model = "", None
+    if pruned:
+        suffix = f"-pruned{round(config.prune.target_sparsity * 100)}"
+        dense_model = context.model
+        if config.prune.policy == "xnnpack":  # the pruned model is in XNNPACK form
+            from keras_effnet.export.rewrite import to_xnnpack_form
+            dense_model = to_xnnpack_form(context.model, input_size=context.image_size)
+    artifacts = []
+    for mode in config.quantize:
+        content = convert(model, mode, image_size=context.image_size,
+                          representative_images=calibration, sparsity=pruned)
+        written = write_tflite(content, out_dir / f"{context.name}{suffix}-{mode}.tflite", mode)
+        notes = ""
+        if pruned:
+            dense = gzipped_size(convert(dense_model, mode, image_size=context.image_size,
+                                         representative_images=calibration))
+            encoding = ("sparse encoding" if written.sparse else
+                        "dense encoding (XNNPACK cannot load this one sparse)")
+            notes = (f"{encoding}; unpruned gzipped {size_text(dense)}: "
+                     f"{dense / written.gzipped_bytes:.2f}x smaller")
+        artifacts.append(Artifact(
+            f"tflite {mode}" + (" pruned" if pruned else ""), str(written.path),
+            size_bytes=written.size_bytes, gzipped_bytes=written.gzipped_bytes, notes=notes,
+            **context.measure(LiteRunner(content).predict, made_from=model)))
+    return artifacts
