@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import keras_effnet.bench as bench
 from keras_effnet.bench import config as config_lib
-from keras_effnet.bench import plots, reliability, report, timing
-from keras_effnet.bench.sections import reach_target, time_to_reach
+from keras_effnet.bench import fuzz, plots, reliability, report, runner, timing
+from keras_effnet.bench import sections as registry
+from keras_effnet.bench.sections.progressive import reach_target, time_to_reach
+from keras_effnet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -148,7 +151,7 @@ def test_overrides_are_typed_and_checked():
     assert cfg.mode == "quick"
     with pytest.raises(ValueError, match="unknown setting 'repeat'. Did you mean 'repeats'"):
         config_lib.apply_overrides(cfg, ["repeat=3"])
-    with pytest.raises(ValueError, match="expected int"):
+    with pytest.raises(ValueError, match="repeats must be int"):
         config_lib.apply_overrides(cfg, ["repeats=many"])
     with pytest.raises(ValueError, match="progressive_stages must be <="):
         config_lib.apply_overrides(cfg, ["progressive_stages=9"])
@@ -160,8 +163,8 @@ def test_presets_are_consistent():
     from keras_effnet.builder import resolve_variant
 
     quick, full = config_lib.quick_config(), config_lib.full_config()
-    assert sorted(config_lib.DISPLAY_ORDER) == sorted(config_lib.SECTIONS)
-    assert set(config_lib.CPU_SECTIONS) | {"reliability", "gpu"} == set(config_lib.SECTIONS)
+    assert sorted(registry.DISPLAY_ORDER) == sorted(registry.SECTIONS)
+    assert set(registry.CPU_SECTIONS) | {"reliability", "gpu"} == set(registry.SECTIONS)
     assert quick.mode == "quick" and full.mode == "full" and quick.repeats >= 5
     assert full.train_jit == (False, True) and full.train_image_size == 128
     assert quick.build_model_names() == ("efficientnet-b0", "efficientnetv2-b0")
@@ -173,15 +176,95 @@ def test_presets_are_consistent():
             assert resolve_variant(name).blocks
 
 
+def test_section_names_and_titles_derive_from_the_registry():
+    assert bench.SECTIONS == registry.SECTIONS == tuple(r.name for r in registry.REGISTRY)
+    assert registry.SECTIONS == ("plots", "build", "train", "pipeline", "mfu", "serving",
+                                 "progressive", "tflite", "reliability", "gpu")
+    assert registry.CPU_SECTIONS == registry.SECTIONS[:8]
+    assert registry.DISPLAY_ORDER == ("plots", "train", "pipeline", "progressive",
+                                        "serving", "tflite", "build", "mfu", "reliability",
+                                        "gpu")
+    assert registry.TITLES["mfu"] == "7. Model FLOP utilisation (inference)"
+    assert registry.get("train").title.startswith("1. Training throughput")
+    with pytest.raises(ConfigError, match="unknown section\\(s\\) bogus") as info:
+        registry.get("bogus")
+    assert info.value.field == "only"
+
+
+def test_select_sections():
+    assert registry.select() == list(registry.CPU_SECTIONS)
+    assert registry.select(reliability=True) == list(registry.CPU_SECTIONS) + ["reliability"]
+    assert registry.select(["mfu", "plots"]) == ["plots", "mfu"]  # run order
+    assert registry.select(["reliability"]) == ["reliability"]
+    assert registry.select(gpu=True) == registry.select(["gpu"], gpu=True) == ["gpu"]
+    for kwargs, field in ((dict(only=()), "only"), (dict(only=["gpu"]), "only"),
+                          (dict(only=["train"], gpu=True), "gpu")):
+        with pytest.raises(ConfigError) as info:
+            registry.select(**kwargs)
+        assert info.value.field == field and "--" not in str(info.value)
+
+
+def test_request_applies_the_preset_overrides_then_repeats():
+    request = runner.BenchRequest(quick=True, repeats=2,
+                                      overrides=("repeats=3", "mfu_batch=4"))
+    config = request.config()
+    assert (config.mode, config.repeats, config.mfu_batch) == ("quick", 2, 4)
+    assert request.device == "cpu" and not request.merge
+    assert runner.BenchRequest(only=("build",), gpu=False).merge
+    with pytest.raises(ConfigError) as info:
+        runner.BenchRequest(overrides=("nothing=1",)).config()
+    assert info.value.field == "overrides" and "unknown setting 'nothing'" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        runner.BenchRequest(repeats=0).config()
+    assert info.value.field == "repeats"
+    assert config_lib.BenchConfig.from_dict(config.to_dict()) == config
+
+
+def test_json_ready_makes_results_plain_json():
+    import numpy as np
+
+    value = {1: (np.float32(1.5), np.int64(3), float("inf")), "a": np.arange(3),
+             "b": [np.float64("nan"), np.bool_(True)]}
+    assert report.json_ready(value) == {"1": [1.5, 3, "inf"], "a": [0, 1, 2],
+                                        "b": ["nan", True]}
+
+
+def _child_job(cfg, out):
+    if cfg.seed == 1:
+        raise RuntimeError("the child failed")
+    return {"repeats": cfg.repeats, "out": str(out), "value": float("nan")}
+
+
+def test_child_runs_a_function_in_a_fresh_process(tmp_path, monkeypatch):
+    from keras_effnet.bench import child
+
+    # the child imports this module by name: make its folder importable there
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).parent), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(_child_job, "__module__", Path(__file__).stem)
+    cfg = config_lib.quick_config()
+    result = child.run_in_child(_child_job, cfg, tmp_path, timeout=120)
+    assert result["repeats"] == cfg.repeats and result["out"] == str(tmp_path)
+    assert result["value"] == "nan" and result["child_wall_s"] >= 0
+    failed = child.run_in_child(_child_job, config_lib.apply_overrides(cfg, ["seed=1"]),
+                                tmp_path, timeout=120)
+    assert failed["error"].startswith("exit status 1") and "the child failed" in failed["error"]
+    with pytest.raises(ValueError, match="module-level function"):
+        child.Child(lambda cfg, out: {}, cfg)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--only=train,bogus"], "error: --only: unknown section(s) bogus; choose from"),
     (["--bogus=1"], "error: Unknown command line flag 'bogus'"),
     (["--set=nothing=1"], "error: --set: unknown setting 'nothing'"),
-    (["--repeats=0"], "error: repeats must be >= 1"),
-    (["--gpu", "--only=train"], "error: --gpu runs the accelerator part on its own"),
-    (["--only=gpu"], "error: the gpu section runs with --gpu"),
-    (["--set=tflite_flavours=int8"], "error: tflite_flavours must include float32"),
-    (["--set=tflite_flavours=float32,fp8"], "error: tflite_flavours must include float32"),
+    (["--repeats=0"], "error: --repeats: repeats must be >= 1"),
+    (["--gpu", "--only=train"], "error: --gpu: gpu runs the accelerator part on its own"),
+    (["--only=gpu"], "error: --only: the gpu section runs only in the accelerator run"),
+    (["--set=tflite_flavours=int8"], "error: --set: tflite_flavours must include float32"),
+    (["--set=tflite_flavours=float32,fp8"],
+     "error: --set: tflite_flavours must include float32"),
+    (["--set=repeats"], "error: --set: expects name=value"),
+    (["train"], "error: unexpected arguments ['train']"),
     (["--gpu"], "error: --gpu needs a visible GPU"),  # CUDA_VISIBLE_DEVICES="" here
 ])
 def test_bad_requests_print_one_line_and_exit_2(args, message, tmp_path):
@@ -219,9 +302,9 @@ def test_progressive_plan_plot(tmp_path):
 # --- reliability -----------------------------------------------------------------------
 
 def test_block_string_fuzz_has_no_crashes():
-    strings = reliability.block_string_fuzz(300, seed=1)
-    assert strings == reliability.block_string_fuzz(300, seed=1)  # seeded
-    result = reliability.fuzz_block_strings(300, seed=1)
+    strings = fuzz.block_string_fuzz(300, seed=1)
+    assert strings == fuzz.block_string_fuzz(300, seed=1)  # seeded
+    result = fuzz.fuzz_block_strings(300, seed=1)
     assert result["crashed"] == 0, result["examples"]
     assert result["round_trip_failures"] == 0, result["examples"]
     assert result["block_spec"] > 0 and result["spec_error"] > 0
@@ -232,7 +315,7 @@ def test_serving_fuzz_classifies_outcomes():
     import numpy as np
     import tensorflow as tf
 
-    inputs = reliability.serving_fuzz_inputs(40, seed=0, max_pixels=10_000)
+    inputs = fuzz.serving_fuzz_inputs(40, seed=0, max_pixels=10_000)
     assert len(inputs) == 40
     kinds = {kind.split(":")[0] for kind, _ in inputs}
     assert kinds == {"random", "magic", "truncated", "corrupted", "oversized", "valid"}
@@ -250,7 +333,7 @@ def test_serving_fuzz_classifies_outcomes():
 
     bodies = [("random", b""), ("magic", b"\xff\xd8\xff"), ("valid:x", b"1234567"),
               ("valid:y", b"12")]
-    counts = reliability.fuzz_serving(fake_serve, bodies)
+    counts = fuzz.fuzz_serving(fake_serve, bodies)
     assert counts["requests"] == 4 and counts["errored_cleanly"] == 1
     assert counts["crashed"] == 2 and counts["ok"] == 1
     assert counts["valid_requests"] == 2 and counts["valid_ok"] == 1

@@ -1,30 +1,21 @@
-"""``BenchConfig``: every knob of ``scripts/benchmark.py``, with full and quick presets."""
+"""What a benchmark run measures: :class:`BenchConfig`, every knob, with full and quick
+presets; ``--set name=value`` changes any of them. Which sections run, and where the
+results go, is :class:`keras_effnet.bench.runner.BenchRequest`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["BenchConfig", "SECTIONS", "CPU_SECTIONS", "DISPLAY_ORDER", "full_config",
-           "quick_config", "apply_overrides"]
+from keras_effnet.cli import option, parse_value
+from keras_effnet.errors import ConfigError
 
-# Run order. "tflite" runs in a child process (tensorflow-model-optimization switches the
-# process to legacy Keras when imported), "reliability" only with --reliability or
-# --only=reliability, "gpu" only with --gpu.
-CPU_SECTIONS = ("plots", "build", "train", "pipeline", "mfu", "serving", "progressive",
-                "tflite")
-SECTIONS = CPU_SECTIONS + ("reliability", "gpu")
-# The order of the tables in results.md: the issue's numbering.
-DISPLAY_ORDER = ("plots", "train", "pipeline", "progressive", "serving", "tflite", "build",
-                 "mfu", "reliability", "gpu")
+__all__ = ["BenchConfig", "TFLITE_FLAVOURS", "full_config", "quick_config", "apply_overrides"]
+
 TFLITE_FLAVOURS = ("float32", "float16", "int8", "pruned50", "pruned75", "xnnpack")
-
-_ALL_WITH_APPLICATIONS = (
-    "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
-    "efficientnet-b4", "efficientnet-b5", "efficientnet-b6", "efficientnet-b7",
-    "efficientnetv2-b0", "efficientnetv2-b1", "efficientnetv2-b2", "efficientnetv2-b3",
-    "efficientnetv2-s", "efficientnetv2-m", "efficientnetv2-l")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +101,14 @@ class BenchConfig:
     gpu_steps: int = 5
 
     def __post_init__(self):
+        def fail(field: str, rule: str) -> None:
+            raise ConfigError(f"{field} {rule}. Received: {field}={getattr(self, field)!r}",
+                              field)
+
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{field.name} must be an integer. Received: {value!r}")
+                fail(field.name, "must be an integer")
         positive = ("repeats", "train_image_size", "train_batch", "train_steps",
                     "train_classes", "pipeline_image_size", "pipeline_batch",
                     "pipeline_images", "pipeline_train_steps", "progressive_epochs",
@@ -124,40 +119,46 @@ class BenchConfig:
                     "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
+                fail(name, "must be >= 1")
         for name in ("warmup", "prune_steps_per_epoch", "mfu_image_size", "kill_points",
                      "serving_fuzz", "spec_fuzz"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0. Received: {name}={getattr(self, name)}")
+                fail(name, "must be >= 0")
         if not 0.0 <= self.progressive_tolerance < 100.0:
-            raise ValueError("progressive_tolerance is in accuracy points, 0 <= it < 100. "
-                             f"Received: {self.progressive_tolerance}")
+            fail("progressive_tolerance", "is in accuracy points, 0 <= it < 100")
         if self.progressive_stages > self.progressive_epochs:
-            raise ValueError("progressive_stages must be <= progressive_epochs. Received: "
-                             f"{self.progressive_stages} > {self.progressive_epochs}")
+            fail("progressive_stages", f"must be <= progressive_epochs "
+                 f"({self.progressive_epochs})")
         if self.progressive_min_image_size > self.progressive_image_size:
-            raise ValueError("progressive_min_image_size must be <= progressive_image_size.")
+            fail("progressive_min_image_size", f"must be <= progressive_image_size "
+                 f"({self.progressive_image_size})")
         if self.pipeline_images < 2 * self.pipeline_batch:
-            raise ValueError("pipeline_images must be at least 2 * pipeline_batch (the folder "
-                             "source keeps 80 % for training).")
+            fail("pipeline_images", f"must be at least 2 * pipeline_batch "
+                 f"({2 * self.pipeline_batch}): the folder source keeps 80 % for training")
         unknown = set(self.tflite_flavours) - set(TFLITE_FLAVOURS)
         if unknown or "float32" not in self.tflite_flavours:
-            raise ValueError(f"tflite_flavours must include float32 and be among "
-                             f"{', '.join(TFLITE_FLAVOURS)}. Received: "
-                             f"{','.join(self.tflite_flavours)}")
+            fail("tflite_flavours", f"must include float32 and be among "
+                 f"{', '.join(TFLITE_FLAVOURS)}")
         for name in ("serving_batches", "gpu_batches"):
             values = getattr(self, name)
             if not values or min(values) < 1:
-                raise ValueError(f"{name} must be positive integers. Received: {values}")
+                fail(name, "must be positive integers")
 
     def build_model_names(self) -> tuple[str, ...]:
+        """``build_models`` with ``("all",)`` spelled out as every variant."""
         if tuple(self.build_models) == ("all",):
             from keras_effnet.variants import list_models
             return tuple(list_models())
         return tuple(self.build_models)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting, JSON-ready (results.json's ``config``)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchConfig":
+        """The inverse of :meth:`to_dict` (JSON lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 QUICK_PROGRESSIVE_ARCH = ("r1_k3_s1_e1_i16_o16_f,r2_k3_s2_e4_i16_o32_f,"
@@ -165,6 +166,7 @@ QUICK_PROGRESSIVE_ARCH = ("r1_k3_s1_e1_i16_o16_f,r2_k3_s2_e4_i16_o32_f,"
 
 
 def full_config() -> BenchConfig:
+    """The full CPU run's settings (``BenchConfig()``'s defaults)."""
     return BenchConfig()
 
 
@@ -192,38 +194,19 @@ def quick_config() -> BenchConfig:
         kill_points=3, serving_fuzz=1000, spec_fuzz=10000)
 
 
-def _parse_value(name: str, type_hint: Any, text: str) -> Any:
-    origin = typing.get_origin(type_hint)
-    if origin is tuple:
-        (item,) = {a for a in typing.get_args(type_hint) if a is not Ellipsis}
-        items = [t for t in (s.strip() for s in text.split(",")) if t]
-        return tuple(_parse_value(name, item, t) for t in items)
-    if type_hint is bool:
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--set {name}={text!r}: expected true or false")
-    try:
-        return type_hint(text)
-    except ValueError:
-        raise ValueError(f"--set {name}={text!r}: expected {type_hint.__name__}") from None
-
-
-def apply_overrides(config: BenchConfig, assignments: list[str]) -> BenchConfig:
-    """``config`` with ``name=value`` assignments applied (typed by the field)."""
+def apply_overrides(config: BenchConfig, assignments: Sequence[str]) -> BenchConfig:
+    """``config`` with ``name=value`` assignments applied, each typed by its field
+    (tuples comma-separated, booleans true/false); ConfigError on a bad one."""
     hints = typing.get_type_hints(BenchConfig)
     changes = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
         name = name.strip()
         if not sep:
-            raise ValueError(f"--set expects name=value. Received: {assignment!r}")
+            raise ConfigError(f"expects name=value. Received: {assignment!r}")
         if name not in hints or name == "mode":
-            import difflib
-            close = difflib.get_close_matches(name, list(hints), n=1)
+            close = difflib.get_close_matches(name, [n for n in hints if n != "mode"], n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"--set: unknown setting {name!r}.{hint}")
-        changes[name] = _parse_value(name, hints[name], text)
+            raise ConfigError(f"unknown setting {name!r}.{hint}")
+        changes[name] = parse_value(name, hints[name], text)
     return dataclasses.replace(config, **changes)

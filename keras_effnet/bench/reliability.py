@@ -1,8 +1,8 @@
-"""Reliability checks: fuzzed block strings, fuzzed serving requests, a messy image folder,
-and training killed with SIGKILL then resumed.
+"""Reliability checks that need files or processes: a messy image folder, and training
+killed with SIGKILL then resumed. (The fuzzers are in :mod:`keras_effnet.bench.fuzz`.)
 
-The generators are pure and seeded (the same inputs on every run); the runners count
-outcomes instead of asserting, so a report can say "0 crashes out of 10,000".
+Everything is seeded (the same files and kill points on every run); the runners report
+outcomes instead of asserting.
 """
 
 from __future__ import annotations
@@ -17,256 +17,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-__all__ = ["TINY_ARCH", "fuzz_block_strings", "block_string_fuzz", "serving_fuzz_inputs",
-           "fuzz_serving", "seed_image_folder", "kill_and_resume", "photo_crop", "encode"]
+from keras_effnet.bench.photos import encode, photo_crop
+
+__all__ = ["TINY_ARCH", "seed_image_folder", "kill_and_resume"]
 
 # Two tiny stages (~25k parameters at 10 classes): trains at 8-16 px in seconds.
 TINY_ARCH = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
-
-_SPEC_ALPHABET = "rkseiof_c0123456789.-+eEnoskip _,;:/\\\t\n\x00é∞٣"
-_WEIRD_NUMBERS = ("0", "-1", "00", "1e400", "nan", "inf", "-0", "1.5", "0x10", "१", "٣",
-                  "99999999999999999999999999", "1_000", " 1", "1 ", "", ".", "e", "1e-400")
-
-
-def _seed_strings() -> list[str]:
-    from keras_effnet.variants import VARIANTS
-    seeds = sorted({b for v in VARIANTS.values() for b in v.blocks})
-    seeds += ["r4_k3_s2_e4_i24_o48_c1", "r1_k3_s11_e1_i32_o16_se0.25",
-              "r2_k5_s22_e6_i16_o24_se0.25_noskip", "r1_k3_s1_e1_i32_o16_c0"]
-    return seeds
-
-
-def block_string_fuzz(n: int, seed: int = 0) -> list[str]:
-    """``n`` mutated block strings: characters inserted, deleted, replaced; tokens
-    dropped, duplicated, swapped; numbers made absurd; random text."""
-    rng = random.Random(seed)
-    seeds = _seed_strings()
-    out = []
-    for _ in range(n):
-        s = rng.choice(seeds)
-        for _ in range(rng.randint(1, 3)):
-            op = rng.randrange(9)
-            tokens = s.split("_")
-            if op == 0 and s:  # delete a character
-                i = rng.randrange(len(s))
-                s = s[:i] + s[i + 1:]
-            elif op == 1:  # insert a character
-                i = rng.randint(0, len(s))
-                s = s[:i] + rng.choice(_SPEC_ALPHABET) + s[i:]
-            elif op == 2 and s:  # replace a character
-                i = rng.randrange(len(s))
-                s = s[:i] + rng.choice(_SPEC_ALPHABET) + s[i + 1:]
-            elif op == 3 and tokens:  # drop a token
-                tokens.pop(rng.randrange(len(tokens)))
-                s = "_".join(tokens)
-            elif op == 4 and tokens:  # duplicate a token
-                tokens.insert(rng.randrange(len(tokens) + 1), rng.choice(tokens))
-                s = "_".join(tokens)
-            elif op == 5 and len(tokens) > 1:  # swap two tokens
-                i, j = rng.sample(range(len(tokens)), 2)
-                tokens[i], tokens[j] = tokens[j], tokens[i]
-                s = "_".join(tokens)
-            elif op == 6:  # an absurd number
-                s = re.sub(r"[0-9.]+", lambda m: rng.choice(_WEIRD_NUMBERS)
-                           if rng.random() < 0.4 else m.group(0), s)
-            elif op == 7:  # random text
-                s = "".join(rng.choice(_SPEC_ALPHABET) for _ in range(rng.randint(0, 40)))
-            else:  # repeat, pad or truncate
-                s = rng.choice([s * rng.randint(2, 50), s[:rng.randint(0, len(s))],
-                                " " + s + " ", s.upper(), s + "_", "_" + s])
-        out.append(s)
-    return out
-
-
-def fuzz_block_strings(n: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """Parses ``n`` fuzzed block strings: each must give a ``BlockSpec`` (which formats
-    and parses back to itself) or raise ``SpecError``. Anything else is a crash."""
-    from keras_effnet import spec as spec_lib
-
-    counts = {"strings": n, "block_spec": 0, "spec_error": 0, "crashed": 0,
-              "round_trip_failures": 0}
-    examples: list[str] = []
-    for s in block_string_fuzz(n, seed):
-        try:
-            parsed = spec_lib.parse(s)
-        except spec_lib.SpecError:
-            counts["spec_error"] += 1
-            continue
-        except Exception as e:  # noqa: BLE001 - counting exactly these is the point
-            counts["crashed"] += 1
-            examples.append(f"{s!r}: {type(e).__name__}: {e}"[:200])
-            continue
-        if not isinstance(parsed, spec_lib.BlockSpec):
-            counts["crashed"] += 1
-            examples.append(f"{s!r}: returned {type(parsed).__name__}")
-            continue
-        counts["block_spec"] += 1
-        try:
-            if spec_lib.parse(spec_lib.format(parsed)) != parsed:
-                counts["round_trip_failures"] += 1
-        except Exception as e:  # noqa: BLE001
-            counts["round_trip_failures"] += 1
-            examples.append(f"{s!r}: round trip {type(e).__name__}: {e}"[:200])
-    counts["examples"] = examples[:10]
-    return counts
-
-
-# --- serving ----------------------------------------------------------------------------
-
-def photo_crop(rng: random.Random, width: int, height: int):
-    """A random crop of one of scikit-learn's two photographs, resized to
-    ``width x height``, as a PIL image (real image statistics, no download)."""
-    from PIL import Image
-
-    photos = _photos()
-    array = photos[rng.randrange(len(photos))]
-    h, w = array.shape[:2]
-    ch, cw = rng.randint(h // 4, h), rng.randint(w // 4, w)
-    top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
-    return Image.fromarray(array[top:top + ch, left:left + cw]).resize((width, height))
-
-
-_PHOTOS: list = []
-
-
-def _photos():
-    if not _PHOTOS:
-        from sklearn.datasets import load_sample_images
-        _PHOTOS.extend(load_sample_images().images)
-    return _PHOTOS
-
-
-def encode(image, fmt: str, **kwargs) -> bytes:
-    """A PIL image encoded as ``fmt`` ("JPEG", "PNG", "GIF", "BMP")."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
-
-
-def _valid_image(rng: random.Random, max_side: int = 200) -> tuple[str, bytes]:
-    w, h = rng.randint(1, max_side), rng.randint(1, max_side)
-    image = photo_crop(rng, w, h)
-    fmt = rng.choice(["JPEG", "PNG", "GIF", "BMP"])
-    mode = rng.choice(["RGB", "RGB", "L", "RGBA", "P"])
-    if fmt == "JPEG" and mode in ("RGBA", "P"):
-        mode = "RGB"
-    if fmt == "BMP" and mode == "RGBA":
-        mode = "RGB"
-    image = image.convert(mode)
-    return f"{fmt.lower()}-{mode}", encode(image, fmt)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG signature and IHDR claiming ``width x height`` pixels, with a tiny IDAT:
-    the first bytes of a decompression bomb."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
-
-
-def serving_fuzz_inputs(n: int = 1000, seed: int = 0, max_pixels: int = 250_000
-                        ) -> list[tuple[str, bytes]]:
-    """``n`` request bodies as ``(kind, bytes)``; kinds: ``valid:*`` (decodable images
-    within ``max_pixels``), ``random``, ``magic`` (an image signature then noise),
-    ``truncated``, ``corrupted`` (bytes flipped inside a valid image: may still decode),
-    ``oversized`` (more pixels than ``max_pixels``, real or claimed by the header)."""
-    rng = random.Random(seed)
-    magics = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"BM", b"RIFF"]
-    out: list[tuple[str, bytes]] = []
-    kinds = ["random"] * 2 + ["magic"] * 2 + ["truncated"] * 3 + ["corrupted"] * 1 + \
-        ["oversized"] * 1 + ["valid"] * 1
-    side = int(max_pixels ** 0.5)
-    for i in range(n):
-        kind = kinds[i % len(kinds)]
-        if kind == "random":
-            data = bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 1, 7, 64, 999])))
-        elif kind == "magic":
-            data = rng.choice(magics) + bytes(rng.getrandbits(8)
-                                              for _ in range(rng.randint(0, 300)))
-        elif kind == "truncated":
-            _, valid = _valid_image(rng)
-            data = valid[:rng.randint(0, max(0, len(valid) - 1))]
-        elif kind == "corrupted":
-            _, valid = _valid_image(rng)
-            raw = bytearray(valid)
-            for _ in range(rng.randint(1, 20)):
-                j = rng.randrange(len(raw))
-                raw[j] = rng.getrandbits(8)
-            data = bytes(raw)
-        elif kind == "oversized":
-            choice = rng.randrange(3)
-            if choice == 0:
-                data = _png_header_only(rng.randint(side + 1, 200_000),
-                                        rng.randint(side + 1, 200_000))
-            elif choice == 1:  # a real image over the budget
-                data = encode(photo_crop(rng, side + 50, side + 50), rng.choice(["JPEG", "PNG"]))
-            else:  # a GIF whose logical screen claims 65535 x 65535
-                valid = encode(photo_crop(rng, 8, 8).convert("P"), "GIF")
-                data = valid[:6] + b"\xff\xff\xff\xff" + valid[10:]
-        else:
-            sub, data = _valid_image(rng, max_side=min(side, 300))
-            kind = f"valid:{sub}"
-        out.append((kind, data))
-    return out
-
-
-def fuzz_serving(serve: Callable[[bytes], Any], inputs: Iterable[tuple[str, bytes]]
-                 ) -> dict[str, Any]:
-    """Sends each body alone to ``serve`` (a ``serving_default`` signature called with
-    ``image_bytes``) and sorts the outcomes: ``errored_cleanly``
-    (``tf.errors.InvalidArgumentError``), ``crashed`` (any other exception, or outputs
-    that are not finite probabilities summing to 1), ``ok`` (finite probabilities
-    summing to 1)."""
-    import numpy as np
-    import tensorflow as tf
-
-    counts = {"requests": 0, "ok": 0, "errored_cleanly": 0, "crashed": 0,
-              "valid_requests": 0, "valid_ok": 0, "valid_rejected": 0}
-    by_kind: dict[str, dict[str, int]] = {}
-    rejected: dict[str, int] = {}
-    crash_types: dict[str, int] = {}
-    examples: list[str] = []
-    for kind, data in inputs:
-        counts["requests"] += 1
-        group = kind.split(":")[0]
-        stats = by_kind.setdefault(group, {"ok": 0, "errored_cleanly": 0, "crashed": 0})
-        if group == "valid":
-            counts["valid_requests"] += 1
-        try:
-            outputs = serve(tf.constant([data]))
-            probs = np.asarray(outputs["probabilities"], np.float64)
-            good = probs.ndim == 2 and probs.shape[0] == 1 and bool(
-                np.all(np.isfinite(probs))) and abs(float(probs.sum()) - 1.0) < 1e-3 and \
-                bool(np.all(probs >= 0))
-            outcome = "ok" if good else "crashed"
-            if not good:
-                crash_types["bad output"] = crash_types.get("bad output", 0) + 1
-                examples.append(f"{kind} ({len(data)} bytes): bad probabilities {probs}"[:200])
-        except tf.errors.InvalidArgumentError:
-            outcome = "errored_cleanly"
-        except Exception as e:  # noqa: BLE001 - counting exactly these is the point
-            outcome = "crashed"
-            crash_types[type(e).__name__] = crash_types.get(type(e).__name__, 0) + 1
-            examples.append(f"{kind} ({len(data)} bytes): {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}"[:200])
-        counts[outcome] += 1
-        stats[outcome] += 1
-        if group == "valid":
-            counts["valid_ok" if outcome == "ok" else "valid_rejected"] += 1
-            if outcome != "ok":
-                rejected[kind] = rejected.get(kind, 0) + 1
-    counts["by_kind"] = by_kind
-    counts["valid_rejected_kinds"] = rejected
-    counts["crash_types"] = crash_types
-    counts["examples"] = examples[:10]
-    return counts
 
 
 # --- image folder ------------------------------------------------------------------------
@@ -391,7 +149,7 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
     step the next run resumed from (the bar lags the true step by at most one refresh,
     so this can undercount by a step or two).
     """
-    import json
+    from keras_effnet.run_dir import RunDir
 
     root = Path(__file__).resolve().parents[2]
     script = str(script or root / "scripts" / "train.py")
@@ -439,9 +197,8 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
 
     def final_top1(model_dir: Path) -> float | None:
         try:
-            metrics = json.loads((model_dir / "metrics.json").read_text())
-            return float(metrics["final"]["top1"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return float(RunDir(model_dir).read_metrics()["final"]["top1"])
+        except (KeyError, TypeError, ValueError):
             return None
 
     ref_top1, int_top1 = final_top1(work / "uninterrupted"), final_top1(interrupted_dir)

@@ -15,8 +15,10 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from keras_effnet.run_dir import jsonable, write_json
+
 __all__ = ["machine_info", "cpu_model", "format_value", "markdown_table", "render_markdown",
-           "load_results", "merge_results", "write_results"]
+           "load_results", "merge_results", "json_ready", "write_results", "utc_now"]
 
 
 def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
@@ -70,6 +72,7 @@ def machine_info(device: str = "cpu", accelerator: str | None = None) -> dict[st
 
 
 def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-01-01T00:00:00Z``)."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -174,15 +177,19 @@ def merge_results(previous: Mapping[str, Any] | None,
     return merged
 
 
-def _jsonable(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON: numpy values made Python ones, non-finite floats written
+    as strings ("nan", "inf"), so the file stays valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [json_ready(v) for v in value]
+    if getattr(value, "ndim", 0) and hasattr(value, "tolist"):  # numpy arrays
+        return json_ready(value.tolist())
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return json_ready(jsonable(value))
     return value
 
 
@@ -191,11 +198,10 @@ def write_results(out_dir: str | os.PathLike, results: Mapping[str, Any],
     """Writes ``results.json`` and ``results.md`` into ``out_dir`` (atomically each)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = _jsonable(results)
-    paths = (out / "results.json", out / "results.md")
-    contents = (json.dumps(data, indent=2) + "\n", render_markdown(data, order))
-    for path, text in zip(paths, contents):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    return paths
+    data = json_ready(results)
+    json_path, md_path = out / "results.json", out / "results.md"
+    write_json(json_path, data)
+    tmp = md_path.with_name(f".{md_path.name}.tmp")
+    tmp.write_text(render_markdown(data, order), encoding="utf-8")
+    os.replace(tmp, md_path)
+    return json_path, md_path
