@@ -275,7 +275,11 @@ class FlagSet:
             if optional and not sub_values.get(primary):
                 out[name] = None
             else:
-                out[name] = sub_cls(**sub_values)
+                try:
+                    out[name] = sub_cls(**sub_values)
+                except ConfigError as e:  # the nested config names its own field
+                    field = f"{name}.{e.field}" if e.field else name
+                    raise ConfigError(str(e), field) from None
         return out
 
     def flag_for(self, field: str | None) -> str | None:

@@ -93,6 +93,15 @@ def test_describe_names_the_flag_of_the_field():
     assert cli.describe(ConfigError("no field"), flagsets) == "no field"
 
 
+def test_nested_config_error_names_the_nested_flag():
+    flagsets = [cli.FlagSet(_Config, prefix="export_", only=("sub",))]
+    values = _parse(flagsets, ["--export_sub=1.5"])
+    with pytest.raises(ConfigError) as info:
+        flagsets[0].values(values)
+    assert info.value.field == "sub.amount"
+    assert cli.describe(info.value, flagsets).startswith("--export_sub: amount must be")
+
+
 def test_unknown_field_in_flagset_is_a_programming_error():
     with pytest.raises(ValueError, match="no field 'nope'"):
         cli.FlagSet(_Config, only=("nope",))

@@ -24,15 +24,19 @@ def _run(*args, timeout=300):
 
 @pytest.mark.parametrize("args,message", [
     (["--bogus=1"], "error: Unknown command line flag 'bogus' (see --helpfull)"),
-    (["--model=efficientnetv2-q"], "error: Unknown model 'efficientnetv2-q'. Did you mean"),
-    (["--dataset=folder"], "error: --dataset=folder needs --data_dir="),
+    (["--model=efficientnetv2-q"],
+     "error: --model: Unknown model 'efficientnetv2-q'. Did you mean"),
+    (["--dataset=folder"], "error: --data_dir: dataset='folder' needs data_dir="),
     (["--dataset=folder", "--data_dir=/no/such/dir"],
-     "error: --data_dir=/no/such/dir does not exist or is not a directory"),
-    (["--epochs=2", "--stages=3"], "error: stages (3) must be <= epochs (2)"),
-    (["--dataset=imagenet"], "error: unknown --dataset='imagenet'"),
-    (["--batch_size=0"], "error: batch_size must be an integer >= 1"),
-    (["--export_quantize=int9"], "error: --export_quantize must be a list of none, float16"),
-    (["--export_prune=1.5"], "error: --export_prune is a target sparsity in [0, 1)"),
+     "error: --data_dir: /no/such/dir does not exist or is not a directory"),
+    (["--epochs=2", "--stages=3"], "error: --stages: stages (3) must be <= epochs (2)"),
+    (["--dataset=imagenet"], "error: --dataset: dataset must be one of digits, folder"),
+    (["--batch_size=0"], "error: --batch_size: batch_size must be an integer >= 1"),
+    (["--export_quantize=int9"],
+     "error: --export_quantize: quantize must be a list of none, float16"),
+    (["--export_prune=1.5"], "error: --export_prune: target_sparsity must be in (0, 1)"),
+    (["--export_prune_epochs=0"], "error: --export_prune_epochs: epochs must be >= 1"),
+    (["extra"], "error: unexpected arguments ['extra']"),
 ])
 def test_mistakes_print_one_line_and_exit_2(args, message):
     result = _run(*args, timeout=120)
