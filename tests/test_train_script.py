@@ -28,7 +28,12 @@ def _run(*args, timeout=300):
      "error: --model: Unknown model 'efficientnetv2-q'. Did you mean"),
     (["--dataset=folder"], "error: --data_dir: dataset='folder' needs data_dir="),
     (["--dataset=folder", "--data_dir=/no/such/dir"],
-     "error: --data_dir: /no/such/dir does not exist or is not a directory"),
+     "error: --data_dir: data_dir /no/such/dir does not exist"),
+    (["--data_dir=/no/such/dir"], "error: --data_dir: data_dir /no/such/dir does not exist"),
+    (["--data_dir=scripts"], "error: --data_dir: data_dir scripts holds neither class "
+     "sub-folders of images"),
+    (["--dataset=digits", "--data_dir=scripts"],
+     "error: --data_dir: the digits are embedded and read no data_dir"),
     (["--epochs=2", "--stages=3"], "error: --stages: stages (3) must be <= epochs (2)"),
     (["--dataset=imagenet"], "error: --dataset: dataset must be one of digits, folder"),
     (["--batch_size=0"], "error: --batch_size: batch_size must be an integer >= 1"),

@@ -48,6 +48,7 @@ import os
 from typing import Any
 
 from keras_effnet import cli
+from keras_effnet.data.detect import check_data_dir, detect_source
 from keras_effnet.errors import ConfigError
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import schedules
@@ -86,8 +87,9 @@ class TrainConfig:
         DEFAULT_MODEL, help="Variant name (see keras_effnet.list_models()) or "
         "comma-separated block strings. The default model is shrunk (width 0.5, depth "
         "0.5) on --dataset=digits unless --width/--depth say.")
-    dataset: str = cli.option(
-        "digits", help="digits (embedded, no download), folder, tfrecord or tfds:<name>.")
+    dataset: str | None = cli.option(
+        None, help="digits (embedded, no download), folder, tfrecord or tfds:<name> "
+        "(default: what --data_dir holds, or digits without --data_dir).")
     data_dir: str | None = cli.option(
         None, help="Images (folder: one sub-folder per class) or TFRecord shards; the TFDS "
         "data dir for tfds:<name>.")
@@ -140,6 +142,9 @@ class TrainConfig:
     weight_decay: float = cli.option(1e-5, help="L2 on kernels (not BN, biases).")
     label_smoothing: float = cli.option(0.1, help="Label smoothing.")
     ema_decay: float = cli.option(0.9999, help="Weight EMA decay (0: off).")
+    recalibrate_bn: bool = cli.option(
+        True, help="Recompute BatchNorm statistics for the evaluated (EMA) weights at the "
+        "evaluation size before each evaluation and the final save (precise BN).")
     sync_batchnorm: bool = cli.option(
         False, help="BatchNorm statistics over the global batch (all replicas).")
     # Not a flag: see the module docstring for why the head starts at zero.
@@ -147,6 +152,15 @@ class TrainConfig:
     eval_every_epochs: int = cli.option(
         1, help="Evaluate every N epochs (0: only at the end).")
     verbose: int = cli.option(1, help="0: quiet, 1: progress and summaries.")
+
+    def __post_init__(self):
+        # A data_dir is never ignored: without a dataset, its contents name the source.
+        if self.dataset is None:
+            self.dataset = "digits" if self.data_dir is None else detect_source(self.data_dir)
+        elif self.dataset == "digits" and self.data_dir is not None:
+            raise ConfigError("the digits are embedded and read no data_dir: pass "
+                              "dataset=folder or tfrecord for your data, or leave data_dir "
+                              f"unset. Received: data_dir={self.data_dir!r}", "data_dir")
 
     # --- checks -----------------------------------------------------------------------
 
@@ -210,9 +224,8 @@ class TrainConfig:
         what = _DATA_DIR_NEEDS.get(dataset)
         if what and not self.data_dir:
             raise ConfigError(f"dataset={dataset!r} needs data_dir=<{what}>.", "data_dir")
-        if what and "://" not in self.data_dir and not os.path.isdir(self.data_dir):
-            raise ConfigError(f"{self.data_dir} does not exist or is not a directory; pass "
-                              f"{what}.", "data_dir")
+        if what:
+            check_data_dir(self.data_dir)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as config.json's ``train_config``."""
