@@ -97,10 +97,16 @@ def test_final_model_holds_the_ema_weights(paper_run):
     trainer, result, *_, model_dir = paper_run
     reloaded = keras.models.load_model(model_dir / "final_model.keras")
     averages = [np.array(v) for v in trainer.ema.averages]
-    floats = [np.array(v) for v in reloaded.weights if "float" in str(v.dtype)]
+    floats = [v for v in reloaded.weights if "float" in str(v.dtype)]
     assert len(floats) == len(averages)
-    for a, b in zip(floats, averages):
-        np.testing.assert_allclose(a, b, rtol=0, atol=0)
+    recalibrated = 0
+    for variable, average in zip(floats, averages):
+        if variable.path.endswith(("moving_mean", "moving_variance")):
+            # BatchNorm statistics recomputed for the EMA weights (precise BN)
+            recalibrated += not np.allclose(np.array(variable), average)
+        else:
+            np.testing.assert_allclose(np.array(variable), average, rtol=0, atol=0)
+    assert recalibrated > 0
     # The EMA really is an average: it differs from the last raw step.
     assert result.raw_top1 is not None
     x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")

@@ -78,6 +78,10 @@ class ArraySource:
         ds = ds.map(lambda x, y: (tf.image.resize(x, [image_size, image_size]), y))
         return ds.batch(per_batch, drop_remainder=drop_remainder)
 
+    def representative_images(self, n, image_size):
+        import tensorflow as tf
+        return tf.image.resize(self._train[0][:n], [image_size, image_size]).numpy()
+
     def eval_dataset(self, image_size, batch_size, input_context=None):
         import tensorflow as tf
         pipelines, pipeline_id, per_batch = self._pipeline(input_context, batch_size)

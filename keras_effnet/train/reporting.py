@@ -62,9 +62,9 @@ def _fmt(value, pattern: str) -> str:
 
 
 def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
-                stages: Sequence[Stage]) -> None:
-    """``training_curves.png``: loss, accuracy and learning rate per epoch, with the
-    stage boundaries as dashed lines labelled by image size."""
+                stages: Sequence[Stage]) -> Any:
+    """``training_curves.png``: loss (log axis), accuracy and learning rate per epoch, with the
+    stage boundaries as dashed lines labelled by image size. Returns the figure."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
@@ -83,7 +83,12 @@ def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
     if any(v is not None for v in series("val_top1")):
         axes[1].plot(epochs, series("val_top1"), "s-", label="val top-1 (EMA)")
     axes[2].plot(epochs, series("lr"), "o-", color="tab:green", label="learning rate")
-    for ax, title in zip(axes, ("loss", "accuracy", "learning rate (end of epoch)")):
+    # Loss on a log axis: early losses can be 1,000x the final ones.
+    log_loss = all(v is None or v > 0 for v in series("loss") + series("val_loss"))
+    if log_loss:
+        axes[0].set_yscale("log")
+    for ax, title in zip(axes, ("loss (log scale)" if log_loss else "loss", "accuracy",
+                                "learning rate (end of epoch)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         for stage in stages:
@@ -97,6 +102,7 @@ def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 def _scalar_metadata() -> bytes:

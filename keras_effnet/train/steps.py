@@ -17,7 +17,13 @@ from typing import Any, Callable
 from keras_effnet.builder import CLASSIFIER_LAYER, DROPOUT_LAYER
 
 __all__ = ["TrainState", "build_state", "make_train_step", "make_eval_step",
-           "rank_of_target", "relax_shapes", "dropout_rate"]
+           "make_recalibrate_step", "recalibration_count", "rank_of_target",
+           "relax_shapes", "dropout_rate"]
+
+# BatchNorm recalibration ("precise BN") uses at most this many training images, and at
+# most this many bytes of float32 pixels held at once.
+RECALIBRATION_IMAGES = 1024
+_RECALIBRATION_BYTES = 256 * 2**20
 
 
 @dataclasses.dataclass
@@ -192,6 +198,75 @@ def make_eval_step(model: Any, strategy: Any, top_k: int) -> Callable[[Any], Any
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
     return eval_step
+
+
+def recalibration_count(num_train: int, image_size: int, global_batch: int) -> int:
+    """How many training images recalibrate BatchNorm: at most
+    :data:`RECALIBRATION_IMAGES`, at most 256 MB of pixels at ``image_size``, whole global
+    batches, at least one batch (``num_train >= global_batch`` is the trainer's rule)."""
+    by_memory = _RECALIBRATION_BYTES // (image_size * image_size * 3 * 4)
+    count = min(num_train, RECALIBRATION_IMAGES, max(by_memory, global_batch))
+    return max(global_batch, count // global_batch * global_batch)
+
+
+def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, int], None]:
+    """``recalibrate(batch, index)``: BatchNorm moving statistics as the plain mean over
+    the batches seen so far ("precise BN", Wu & Johnson 2021).
+
+    Batch ``index`` (0-based) is weighted ``1 / (index + 1)``: after ``n`` batches each
+    moving mean / variance is the average of the ``n`` batch statistics (averaged over
+    replicas too), whatever the layer's momentum. Only the moving statistics change:
+    weights, optimizer and counters do not, and the dropout / drop-path RNG states are
+    restored, so an evaluation never changes the course of training.
+
+    The EMA averages the weights and the statistics separately; statistics averaged over
+    steps do not fit the averaged weights early in a short run, nor an image size the
+    weights were not trained at. Recalibrated at the evaluation size, the EMA model is
+    usable from the first evaluation.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    model = state.model
+    layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    with strategy.scope():
+        weight = tf.Variable(0.0, trainable=False, dtype=tf.float32,
+                             name="recalibration_momentum")
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(images):
+        saved = [layer.momentum for layer in layers]
+        try:  # read when tracing: the traced update uses the variable's value
+            for layer in layers:
+                layer.momentum = weight
+            model(images, training=True)
+        finally:
+            for layer, momentum in zip(layers, saved):
+                layer.momentum = momentum
+        if replicas == 1 or not state.moving_stats:
+            return tf.zeros([0])
+        return tf.concat([tf.reshape(v, [-1]) for v in state.moving_stats], 0)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def step(images):
+        stats = strategy.run(replica_step, args=(images,))
+        if replicas > 1 and state.moving_stats:
+            means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
+            offset = 0
+            for variable in state.moving_stats:
+                size = int(np.prod(variable.shape))
+                variable.assign(tf.reshape(means[offset:offset + size], variable.shape))
+                offset += size
+
+    def recalibrate(batch: Any, index: int) -> None:
+        weight.assign(index / (index + 1.0))
+        rng = [v.read_value() for v in state.rng_states]
+        step(batch)
+        for variable, value in zip(state.rng_states, rng):
+            variable.assign(value)
+
+    return recalibrate
 
 
 def rank_of_target(probs: Any, target: Any) -> Any:

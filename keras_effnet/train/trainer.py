@@ -103,6 +103,8 @@ class Trainer:
         self.traces: list[tuple[float, tuple]] = []
         self._train_fns: dict[float, Any] = {}
         self._eval_fn = None
+        self._recalibrate_fn = None
+        self._holds_ema = False  # the model's weights are the EMA's (after copy_to_model)
 
     # --- resolution -------------------------------------------------------------------
 
@@ -189,8 +191,13 @@ class Trainer:
 
     # --- evaluation -------------------------------------------------------------------
 
-    def evaluate(self, use_ema: bool = True) -> dict[str, Any] | None:
-        """Top-1 / top-5 / loss on the held-out split at ``eval_image_size``."""
+    def evaluate(self, use_ema: bool = True, keep: bool = False) -> dict[str, Any] | None:
+        """Top-1 / top-5 / loss on the held-out split at ``eval_image_size``.
+
+        With ``recalibrate_bn`` the BatchNorm statistics are first recomputed for the
+        evaluated weights at that size (:func:`steps.make_recalibrate_step`); they are
+        put back afterwards unless ``keep`` (the final model keeps them).
+        """
         if self.source.num_val == 0:
             return None
         if self._eval_fn is None:
@@ -202,7 +209,10 @@ class Trainer:
                 self.source.eval_dataset(size, batch, input_context=context)))
         ema = use_ema and self.ema is not None
         totals = [0.0, 0.0, 0.0, 0.0]
-        with self.ema.swapped() if ema else contextlib.nullcontext():
+        with self.ema.swapped() if ema else contextlib.nullcontext(), \
+                self._statistics_restored(not keep):
+            if self.config.recalibrate_bn and hasattr(self.source, "representative_images"):
+                self._recalibrate(size)
             for batch_values in dataset:
                 values = self._eval_fn(batch_values)
                 totals = [t + float(v) for t, v in zip(totals, values)]
@@ -210,7 +220,31 @@ class Trainer:
         count = max(count, 1.0)
         return {"top1": top1 / count, "top5": topk / count, "loss": loss / count,
                 "count": int(count), "correct": int(top1), "image_size": size,
-                "weights": "EMA" if ema else "raw"}
+                "weights": "EMA" if ema or self._holds_ema else "raw"}
+
+    @contextlib.contextmanager
+    def _statistics_restored(self, restore: bool):
+        """Puts the BatchNorm moving statistics back on exit (when ``restore``)."""
+        saved = [v.numpy() for v in self.state.moving_stats] if restore else []
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.state.moving_stats, saved):
+                variable.assign(value)
+
+    def _recalibrate(self, size: int) -> None:
+        """BatchNorm statistics of the current weights at ``size``, from training images
+        with evaluation preprocessing (the same images every time)."""
+        import tensorflow as tf
+
+        if self._recalibrate_fn is None:
+            self._recalibrate_fn = steps_lib.make_recalibrate_step(self.state, self.strategy)
+        count = steps_lib.recalibration_count(self.source.num_train, size, self.global_batch)
+        images = self.source.representative_images(count, size)
+        dataset = tf.data.Dataset.from_tensor_slices(images).batch(
+            self.global_batch, drop_remainder=True)
+        for index, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset)):
+            self._recalibrate_fn(batch, index)
 
     # --- the run ----------------------------------------------------------------------
 
@@ -414,9 +448,11 @@ class Trainer:
     def _finish(self, history: list[dict[str, Any]], resumed: str | None, started: float,
                 scalars: reporting.Scalars) -> TrainResult:
         raw = self.evaluate(use_ema=False)
-        final = self.evaluate(use_ema=True) if self.ema is not None else raw
         if self.ema is not None:
             self.ema.copy_to_model()  # the saved model holds the EMA weights
+            self._holds_ema = True
+        # The saved model keeps the statistics its held-out figures were measured with.
+        final = self.evaluate(use_ema=False, keep=True)
         final_path = None
         if self.chief:
             final_path = str(self.run_dir.save_model(self.model))
