@@ -179,11 +179,11 @@ def test_presets_are_consistent():
 def test_section_names_and_titles_derive_from_the_registry():
     assert bench.SECTIONS == registry.SECTIONS == tuple(r.name for r in registry.REGISTRY)
     assert registry.SECTIONS == ("plots", "build", "train", "pipeline", "mfu", "serving",
-                                 "progressive", "tflite", "reliability", "gpu")
-    assert registry.CPU_SECTIONS == registry.SECTIONS[:8]
-    assert registry.DISPLAY_ORDER == ("plots", "train", "pipeline", "progressive",
-                                        "serving", "tflite", "build", "mfu", "reliability",
-                                        "gpu")
+                                 "progressive", "main_job", "tflite", "reliability", "gpu")
+    assert registry.CPU_SECTIONS == registry.SECTIONS[:9]
+    assert registry.DISPLAY_ORDER == ("plots", "main_job", "train", "pipeline",
+                                      "progressive", "serving", "tflite", "build", "mfu",
+                                      "reliability", "gpu")
     assert registry.TITLES["mfu"] == "7. Model FLOP utilisation (inference)"
     assert registry.get("train").title.startswith("1. Training throughput")
     with pytest.raises(ConfigError, match="unknown section\\(s\\) bogus") as info:

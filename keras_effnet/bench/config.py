@@ -60,6 +60,16 @@ class BenchConfig:
     # run's accuracy when it is within this many points of the fixed run's final one.
     progressive_tolerance: float = 0.5
     progressive_warmup: bool = True  # one step of each run first (pipeline traces)
+    # 0. the main job (scripts/train.py as the README runs it) vs fixed size,
+    # keras.applications + fit and scikit-learn, on the digits' own split
+    main_job_seeds: tuple[int, ...] = (0, 1, 2)
+    main_job_flags: tuple[str, ...] = ()  # extra scripts/train.py flags for every run
+    main_job_epochs: int = 12  # the main job's default; keras.applications gets the same
+    main_job_image_size: int = 64  # keras.applications' fixed size (the main job's last)
+    main_job_batch: int = 64
+    main_job_apps_model: str = "EfficientNetV2B0"
+    main_job_export: bool = True  # seed 0's progressive run ends with its export
+    main_job_tolerance: float = 0.5  # target: fixed's median final top-1 less this
     # 4. serving: SavedModel serving_default on JPEG bytes vs the Keras model
     serving_model: str = "efficientnetv2-b0"
     serving_width: float = 0.5
@@ -114,6 +124,7 @@ class BenchConfig:
                     "pipeline_images", "pipeline_train_steps", "progressive_epochs",
                     "progressive_stages", "progressive_image_size",
                     "progressive_min_image_size", "progressive_batch", "progressive_repeats",
+                    "main_job_epochs", "main_job_image_size", "main_job_batch",
                     "serving_image_size", "serving_calls", "tflite_image_size",
                     "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
                     "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps")
@@ -124,6 +135,10 @@ class BenchConfig:
                      "serving_fuzz", "spec_fuzz"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
+        if not self.main_job_seeds:
+            fail("main_job_seeds", "must name at least one seed")
+        if not 0.0 <= self.main_job_tolerance < 100.0:
+            fail("main_job_tolerance", "is in accuracy points, 0 <= it < 100")
         if not 0.0 <= self.progressive_tolerance < 100.0:
             fail("progressive_tolerance", "is in accuracy points, 0 <= it < 100")
         if self.progressive_stages > self.progressive_epochs:
@@ -191,7 +206,11 @@ def quick_config() -> BenchConfig:
         tflite_background=True,
         build_models=("efficientnet-b0", "efficientnetv2-b0"),
         mfu_models=("efficientnet-b0",), mfu_batch=8, mfu_image_size=128, matmul_size=1024,
-        kill_points=3, serving_fuzz=1000, spec_fuzz=10000)
+        kill_points=3, serving_fuzz=1000, spec_fuzz=10000,
+        main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=16,
+        main_job_flags=(f"--model={QUICK_PROGRESSIVE_ARCH}", "--image_size=16",
+                        "--min_image_size=8", "--stages=2", "--export_prune=0",
+                        "--export_quantize=none"))
 
 
 def apply_overrides(config: BenchConfig, assignments: Sequence[str]) -> BenchConfig:

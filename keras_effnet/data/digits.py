@@ -76,3 +76,11 @@ class DigitsSource(IndexedSource):
         self._items = np.repeat(images[..., None], 3, axis=-1)
         self._train_idx, self._val_idx = stratified_split(self._labels, VAL_FRACTION, seed)
         self._finish_split()
+
+    def split_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(train pixels, train labels, held-out pixels, held-out labels)``: this
+        source's split of the 8x8 scans (float32 in [0, 255], no margin), for baselines
+        that must see the same images (scikit-learn, ``keras.Model.fit``)."""
+        pixels = self._items[:, _MARGIN:-_MARGIN, _MARGIN:-_MARGIN, 0]
+        return (pixels[self._train_idx], self._labels[self._train_idx],
+                pixels[self._val_idx], self._labels[self._val_idx])

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from keras_effnet.bench.sections import (build, gpu, mfu, pipeline, plots, progressive,
-                                         reliability, serving, tflite, train)
+from keras_effnet.bench.sections import (build, gpu, main_job, mfu, pipeline, plots,
+                                         progressive, reliability, serving, tflite, train)
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.errors import ConfigError
 
@@ -41,7 +41,8 @@ def _validated(records: tuple[Section, ...]) -> tuple[Section, ...]:
 # In run order.
 REGISTRY: tuple[Section, ...] = _validated((
     plots.SECTION, build.SECTION, train.SECTION, pipeline.SECTION, mfu.SECTION,
-    serving.SECTION, progressive.SECTION, tflite.SECTION, reliability.SECTION,
+    serving.SECTION, progressive.SECTION, main_job.SECTION, tflite.SECTION,
+    reliability.SECTION,
     gpu.SECTION))
 
 SECTIONS = tuple(r.name for r in REGISTRY)

@@ -45,4 +45,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("build", "6. Build time: keras_effnet vs keras.applications",
-                  cpu_only=True, run=run, display=6)
+                  cpu_only=True, run=run, display=7)

@@ -71,4 +71,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("mfu", "7. Model FLOP utilisation (inference)", cpu_only=True, run=run,
-                  display=7)
+                  display=8)

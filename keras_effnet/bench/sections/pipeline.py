@@ -96,4 +96,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("pipeline", "2. Input pipeline vs train step", cpu_only=True, run=run,
-                  display=2, prepare=prepare)
+                  display=3, prepare=prepare)

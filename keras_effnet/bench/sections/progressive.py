@@ -15,10 +15,11 @@ from keras_effnet.bench.sections.steps import clear_session
 if TYPE_CHECKING:
     from keras_effnet.bench.config import BenchConfig
 
-__all__ = ["SECTION", "run", "time_to_reach", "reach_target"]
+__all__ = ["SECTION", "run", "curve", "time_to_reach", "reach_target"]
 
 
-def _curve(history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def curve(history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """``(cumulative training seconds, val top-1)`` at each evaluated epoch."""
     seconds, accuracy, total = [], [], 0.0
     for record in history:
         total += float(record.get("seconds") or 0.0)
@@ -92,7 +93,7 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
             for label, stages in order:
                 clear_session()
                 result = train(config(stages, os.path.join(work, f"{label}-{r}")))
-                seconds, accuracy = _curve(result.history)
+                seconds, accuracy = curve(result.history)
                 pair[label] = {"repeat": r, "run": label, "stages": stages,
                                "seconds": seconds, "accuracy": accuracy,
                                "final_top1": accuracy[-1] if accuracy else None,
@@ -166,4 +167,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("progressive", "3. Progressive vs fixed image size (digits)",
-                  cpu_only=True, run=run, display=3)
+                  cpu_only=True, run=run, display=4)

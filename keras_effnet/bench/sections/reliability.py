@@ -145,5 +145,5 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
-SECTION = Section("reliability", "Reliability", cpu_only=True, run=run, display=8,
+SECTION = Section("reliability", "Reliability", cpu_only=True, run=run, display=9,
                   default=False)

@@ -95,4 +95,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("serving", "4. Serving: SavedModel serving_default vs the Keras model",
-                  cpu_only=True, run=run, display=4)
+                  cpu_only=True, run=run, display=5)

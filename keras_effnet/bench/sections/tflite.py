@@ -181,4 +181,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("tflite", "5. TFLite (ai-edge-litert, XNNPACK)", cpu_only=True, run=run,
-                  display=5, prepare=prepare)
+                  display=6, prepare=prepare)

@@ -96,4 +96,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("train", "1. Training throughput: keras_effnet vs keras.applications",
-                  cpu_only=True, run=run, display=1)
+                  cpu_only=True, run=run, display=2)

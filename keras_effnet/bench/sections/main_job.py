@@ -1,0 +1,256 @@
+"""0. The main job, side by side in one run: what a user gets from ``scripts/train.py``
+against what they could do instead, on the digits' own train / held-out split.
+
+Arms:
+
+* (a) the main job as the README runs it: ``scripts/train.py`` (progressive learning),
+  one process per seed; seed 0's run ends with its export unless ``main_job_export`` is
+  off, and that process' wall time is the "train + export" figure;
+* (b) the same with ``--stages=1``: fixed size, same epochs;
+* (c) ``keras.applications`` (``EfficientNetV2B0``, ``weights=None``), Adam, plain
+  ``model.fit`` at the main job's last size on the 8x8 scans resized;
+* (d) scikit-learn on the 64 raw pixels: an RBF ``SVC`` with ``C`` and ``gamma`` chosen by
+  5-fold cross-validation on the training split only, and logistic regression.
+
+Time is cumulative training seconds per epoch (evaluation excluded, the first epoch's
+trace included). The target is (b)'s median final top-1 less ``main_job_tolerance``
+points; each run's time to target is when it first reached it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keras_effnet.bench import timing
+from keras_effnet.bench.sections.base import Context, Section
+from keras_effnet.bench.sections.progressive import curve, time_to_reach
+
+if TYPE_CHECKING:
+    from keras_effnet.bench.config import BenchConfig
+
+__all__ = ["SECTION", "run", "classical_baselines", "summarise"]
+
+_TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
+_SVC_GRID = {"C": [1.0, 10.0, 100.0], "gamma": [0.0005, 0.001, 0.002, 0.005]}
+
+
+def _main_job(cfg: BenchConfig, work: Path, arm: str, seed: int, export: bool
+              ) -> dict[str, Any]:
+    """One ``scripts/train.py`` process; its curve from the run's metrics.json."""
+    if not _TRAIN_SCRIPT.is_file():
+        raise FileNotFoundError(f"{_TRAIN_SCRIPT} not found: the main_job section runs the "
+                                "repository's scripts/train.py (run it from a checkout).")
+    run_dir = work / f"{arm}-{seed}"
+    args = [sys.executable, str(_TRAIN_SCRIPT), f"--seed={seed}",
+            f"--epochs={cfg.main_job_epochs}", f"--model_dir={run_dir}",
+            f"--saved_models={work / 'saved_models'}", f"--tflite_dir={work / 'tflite'}",
+            *cfg.main_job_flags]
+    if arm == "fixed":
+        args.append("--stages=1")
+    if not export:
+        args.append("--noexport")
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[1:])} exited {done.returncode}: "
+                           f"{done.stderr.strip().splitlines()[-1:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    seconds, accuracy = curve(metrics["history"])
+    return {"arm": arm, "seed": seed, "final_top1": metrics["final"]["top1"],
+            "seconds": seconds, "accuracy": accuracy,
+            "train_s": seconds[-1] if seconds else None, "wall_s": round(wall, 1),
+            "exported": export,
+            "sizes": sorted({stage["image_size"] for stage in metrics["plan"]})}
+
+
+def _keras_applications(cfg: BenchConfig, split, seed: int) -> dict[str, Any]:
+    """What a user writes instead: keras.applications, Adam, model.fit."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_effnet.bench.sections.steps import clear_session
+
+    size = cfg.main_job_image_size
+
+    def images(pixels):
+        resized = tf.image.resize(pixels[..., None], [size, size]).numpy()
+        return np.repeat(resized, 3, axis=-1)
+
+    x_train, y_train, x_val, y_val = split
+    clear_session()
+    keras.utils.set_random_seed(seed)
+    model = getattr(keras.applications, cfg.main_job_apps_model)(
+        weights=None, input_shape=(size, size, 3), classes=10)
+    model.compile(keras.optimizers.Adam(), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    seconds, accuracy, total = [], [], [0.0, 0.0]
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            total[1] = time.perf_counter()
+
+        def on_test_begin(self, logs=None):  # validation starts: training time ends
+            total[0] += time.perf_counter() - total[1]
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(total[0])
+            accuracy.append(float(logs["val_accuracy"]))
+
+    model.fit(images(x_train), y_train, batch_size=cfg.main_job_batch,
+              epochs=cfg.main_job_epochs, validation_data=(images(x_val), y_val),
+              callbacks=[Clock()], verbose=0)
+    return {"arm": "keras.applications", "seed": seed, "final_top1": accuracy[-1],
+            "seconds": seconds, "accuracy": accuracy, "train_s": seconds[-1],
+            "sizes": [size]}
+
+
+def classical_baselines(split) -> list[dict[str, Any]]:
+    """SVC (RBF; C, gamma by 5-fold CV on the training split) and logistic regression
+    on the raw pixels (the 0-16 scale scikit-learn ships)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.svm import SVC
+
+    x_train, y_train, x_val, y_val = split
+    x_train = x_train.reshape(len(x_train), -1) * (16.0 / 255.0)
+    x_val = x_val.reshape(len(x_val), -1) * (16.0 / 255.0)
+    rows = []
+    started = time.perf_counter()
+    search = GridSearchCV(SVC(kernel="rbf"), _SVC_GRID,
+                          cv=StratifiedKFold(5, shuffle=True, random_state=0))
+    search.fit(x_train, y_train)
+    rows.append({"arm": "SVC (RBF)", "params": search.best_params_,
+                 "final_top1": float(search.score(x_val, y_val)),
+                 "train_s": round(time.perf_counter() - started, 2)})
+    started = time.perf_counter()
+    logistic = LogisticRegression(max_iter=5000).fit(x_train / 16.0, y_train)
+    rows.append({"arm": "logistic regression", "params": {},
+                 "final_top1": float(logistic.score(x_val / 16.0, y_val)),
+                 "train_s": round(time.perf_counter() - started, 2)})
+    return rows
+
+
+def summarise(runs: list[dict[str, Any]], classical: list[dict[str, Any]],
+              tolerance: float) -> dict[str, Any]:
+    """Per-arm rows (median and min final top-1, median train time and time to target)
+    and the goals, from every run's curve. ``tolerance`` is a fraction (0.005: half a
+    point)."""
+    arms = [a for a in ("progressive", "fixed", "keras.applications")
+            if any(r["arm"] == a for r in runs)]
+    fixed = [r["final_top1"] for r in runs if r["arm"] == "fixed"]
+    target = timing.median(fixed) - tolerance if fixed else None
+    rows, reach = [], {}
+    for arm in arms:
+        group = [r for r in runs if r["arm"] == arm]
+        times = [time_to_reach(r["seconds"], r["accuracy"], target) if target is not None
+                 else None for r in group]
+        for r, t in zip(group, times):
+            r["time_to_target_s"] = t
+        reached = [t for t in times if t is not None]
+        # a run that never reached the target counts as never (the median is None when
+        # half or more never did)
+        reach[arm] = (timing.median(reached) if len(reached) * 2 > len(group) else None)
+        finals = [r["final_top1"] for r in group]
+        rows.append({"arm": arm, "runs": len(group), "sizes": group[0]["sizes"],
+                     "median_top1": timing.median(finals), "min_top1": min(finals),
+                     "train_s": timing.median([r["train_s"] for r in group]),
+                     "time_to_target_s": reach[arm], "reached": f"{len(reached)}/{len(group)}"})
+    for row in classical:
+        rows.append({"arm": row["arm"], "runs": 1, "sizes": "8x8 pixels",
+                     "median_top1": row["final_top1"], "min_top1": row["final_top1"],
+                     "train_s": row["train_s"], "time_to_target_s": None,
+                     "reached": "-", "params": row["params"]})
+    for row in rows:
+        t = reach.get(row["arm"])
+        row["speedup"] = timing.ratio(t, reach.get("progressive")) if t else None
+    by_arm = {row["arm"]: row for row in rows}
+    prog = by_arm.get("progressive")
+    best_classical = max((r["final_top1"] for r in classical), default=None)
+    goals = []
+    if prog is not None:
+        goals += [
+            ("(a) median top-1 >= the best classical baseline", prog["median_top1"],
+             best_classical),
+            ("(a) median top-1 >= 98.5 %", prog["median_top1"], 0.985),
+            ("(a) min top-1 >= 97.5 %", prog["min_top1"], 0.975)]
+        if "fixed" in by_arm:
+            goals.append(("(a) median top-1 >= (b)'s", prog["median_top1"],
+                          by_arm["fixed"]["median_top1"]))
+        for arm in ("fixed", "keras.applications"):
+            if arm in by_arm:
+                t_arm, t_prog = reach.get(arm), reach.get("progressive")
+                speed = (float("inf") if t_arm is None and t_prog is not None
+                         else timing.ratio(t_arm, t_prog))
+                goals.append((f"(a) reaches the target >= 1.5x sooner than {arm}", speed,
+                              1.5))
+    return {"target": target, "rows": rows, "goals": [
+        {"goal": goal, "value": value, "threshold": threshold,
+         "met": None if value is None or threshold is None else value >= threshold - 1e-12}
+        for goal, value, threshold in goals]}
+
+
+def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
+    """Every arm over ``main_job_seeds``, the classical baselines, the goals."""
+    from keras_effnet.bench import plots
+    from keras_effnet.data.digits import DigitsSource
+
+    split = DigitsSource().split_pixels()
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as work:
+        for i, seed in enumerate(cfg.main_job_seeds):
+            order = ("progressive", "fixed") if i % 2 == 0 else ("fixed", "progressive")
+            for arm in order:
+                export = cfg.main_job_export and arm == "progressive" and i == 0
+                runs.append(_main_job(cfg, Path(work), arm, seed, export))
+            runs.append(_keras_applications(cfg, split, seed))
+    classical = classical_baselines(split)
+    summary = summarise(runs, classical, cfg.main_job_tolerance / 100.0)
+    exported = next((r for r in runs if r.get("exported")), None)
+    if exported is not None:
+        summary["goals"].append({"goal": "train + export of the main job <= 360 s (seed 0, "
+                                         "whole process)", "value": exported["wall_s"],
+                                 "threshold": 360.0, "met": exported["wall_s"] <= 360.0})
+    figure = "main_job.png"
+    plots.plot_progressive_vs_fixed(
+        out / figure, [{"label": f"{r['arm']} (seed {r['seed']})", "seconds": r["seconds"],
+                        "accuracy": r["accuracy"]} for r in runs],
+        target=summary["target"],
+        target_label=f"target: fixed's median final - {cfg.main_job_tolerance:g} pt")
+    goal_lines = [f"goal: {g['goal']}: {_fmt(g['value'])} vs {_fmt(g['threshold'])} -> "
+                  f"{'met' if g['met'] else 'NOT met' if g['met'] is False else 'n/a'}"
+                  for g in summary["goals"]]
+    return {
+        "columns": [("arm", "arm"), ("runs", "seeds"), ("sizes", "image sizes"),
+                    ("median_top1", "median held-out top-1"), ("min_top1", "min top-1"),
+                    ("train_s", "train time (s, median)"),
+                    ("time_to_target_s", "time to target (s, median)"),
+                    ("reached", "reached"), ("speedup", "progressive is faster by")],
+        "rows": summary["rows"], "runs": runs, "goals": summary["goals"],
+        "target_top1": summary["target"], "figures": [figure],
+        "notes": [f"scripts/train.py {' '.join(cfg.main_job_flags)} --epochs="
+                  f"{cfg.main_job_epochs} per seed {list(cfg.main_job_seeds)}; fixed adds "
+                  f"--stages=1; keras.applications.{cfg.main_job_apps_model}(weights=None) "
+                  f"+ Adam + fit at {cfg.main_job_image_size} px, batch "
+                  f"{cfg.main_job_batch}; SVC grid {_SVC_GRID} by 5-fold CV on the training "
+                  "split. Held-out: the digits source's 359 images (20 % of each class)."]
+        + goal_lines}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 1.0:
+        return f"{value:.2%}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+SECTION = Section("main_job", "0. The main job vs fixed size, keras.applications and "
+                  "scikit-learn (digits)", cpu_only=True, run=run, display=1)
