@@ -11,19 +11,25 @@ by export, the benchmark and any later command.
       logs/                TensorBoard scalars
 
 This module is the one place that knows those names and the keys of ``config.json``.
-Every JSON file is written atomically (a temporary file, then a rename), so a reader
-never sees half a file.
+Every file is written atomically (:func:`atomic_path`: a hidden temporary file in the
+same directory, then a rename), so a reader never sees half a file, and a failed write
+(a full disk) leaves the previous file, or none, never a truncated one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["RunDir", "RunConfig", "RunDirError", "write_json", "jsonable"]
+from keras_effnet.errors import ConfigError
+
+__all__ = ["RunDir", "RunConfig", "RunDirError", "atomic_path", "write_text", "write_json",
+           "jsonable"]
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -34,8 +40,12 @@ CHECKPOINTS_DIR = "checkpoints"
 LOGS_DIR = "logs"
 
 
-class RunDirError(ValueError):
-    """A run directory that is missing, unfinished or unreadable; says which file."""
+class RunDirError(ConfigError):
+    """A run directory that is missing, unfinished, unreadable or unwritable, or that
+    holds another run; says which file and what to do. Its field is ``model_dir``."""
+
+    def __init__(self, message: str, field: str | None = "model_dir"):
+        super().__init__(message, field)
 
 
 def jsonable(value: Any) -> Any:
@@ -47,14 +57,56 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file, then rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside ``path`` (hidden, same extension) to write to; renamed
+    onto ``path`` when the block ends, after an fsync, and removed if it raises.
+
+    The one way the package writes a file that another step reads::
+
+        with atomic_path("run/final_model.keras") as tmp:
+            model.save(tmp)
+    """
     path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1],
+                               dir=directory or ".")
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=jsonable) + "\n")
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists), to compare with a file."""
+    return json.loads(json.dumps(value, default=jsonable))
+
+
+def has_line_break(name: str) -> bool:
+    """Whether ``name`` holds a character any line reader splits on (``str.splitlines``:
+    newline, carriage return, U+0085, U+2028, ...)."""
+    return name.splitlines() != [name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +136,11 @@ class RunConfig:
     plan: tuple[dict[str, Any], ...] = ()
     train_config: dict[str, Any] | None = None
 
-    # The fields a resumed run must share with the run that wrote the checkpoint.
-    RESUME_KEYS = ("variant", "num_classes", "dataset", "global_batch_size", "plan")
+    # The fields a resumed run must share with the run that wrote the checkpoint: the
+    # same network, trained on the same data (source, directory and class names, so
+    # cat/dog weights never continue as apple/pear), with the same batch and plan.
+    RESUME_KEYS = ("variant", "num_classes", "dataset", "data_dir", "class_names",
+                   "global_batch_size", "plan")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -160,6 +215,43 @@ class RunDir:
         return [p.name for p in (self.final_model_path, self.config_path)
                 if not p.is_file()]
 
+    def check_writable(self) -> None:
+        """Raises :class:`RunDirError` unless this path is a directory that can be written
+        (or can be created): not a file, not under a file, not read-only. Creates
+        nothing. Remote paths (``gs://...``) are not checked."""
+        if "://" in str(self.path):
+            return
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "is a file" if existing == self.path else f"is inside {existing}, a file"
+            raise RunDirError(f"{self.path} {where}, not a directory; pass a directory "
+                              "for model_dir (a new one starts a run, a run's resumes it).")
+        try:
+            with tempfile.TemporaryFile(dir=existing, prefix=".keras_effnet_probe"):
+                pass
+        except OSError as e:
+            raise RunDirError(f"cannot write in {existing} ({e.strerror or e}); pass a "
+                              "model_dir you can write to.") from None
+
+    def check_resume(self, config: RunConfig) -> None:
+        """Raises :class:`RunDirError` unless the run that wrote this directory's
+        checkpoint (its ``config.json``) is ``config``'s: same network, data source,
+        data directory, class names, global batch and plan. Call it before writing
+        anything, so a refused run leaves the first run's ``config.json`` untouched."""
+        if not self.has_config():
+            return
+        saved = self.read_config()
+        for key in RunConfig.RESUME_KEYS:
+            theirs, ours = _comparable(getattr(saved, key)), _comparable(getattr(config, key))
+            if theirs != ours:
+                raise RunDirError(
+                    f"{self.path} holds a checkpoint of another run: its {key} is "
+                    f"{str(theirs)[:80]} ({self.config_path}), this run's is "
+                    f"{str(ours)[:80]}; use a new model_dir, or that run's options to "
+                    "resume it.")
+
     def check_finished(self) -> None:
         """Raises :class:`RunDirError` unless this is a finished training run."""
         if not self.path.is_dir():
@@ -178,19 +270,23 @@ class RunDir:
 
     def read_config(self) -> RunConfig:
         path = self.config_path
+        fix = ("restore it, or delete it and rerun the training command (it resumes "
+               "from the last checkpoint and writes the file again)")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RunDirError(f"cannot read {path} ({e}); is it a finished training "
+        except FileNotFoundError:
+            raise RunDirError(f"{path} does not exist; is {self.path} a finished training "
                               "run?") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunDirError(f"cannot read {path} ({e}); {fix}.") from None
         if not isinstance(data, dict):
-            raise RunDirError(f"{path} is not a JSON object; is it a training run's "
-                              "config.json?")
+            raise RunDirError(f"{path} is not a JSON object, not a training run's "
+                              f"config.json; {fix}.")
         try:
             return RunConfig.from_dict(data)
         except (KeyError, TypeError) as e:
-            raise RunDirError(f"{path} lacks {e}; was it written by keras_effnet's "
-                              "trainer?") from None
+            raise RunDirError(f"{path} lacks {e} (not written by keras_effnet's trainer); "
+                              f"{fix}.") from None
 
     def write_config(self, config: RunConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -223,14 +319,18 @@ class RunDir:
         """Class names from ``labels.txt`` (None when the file is absent)."""
         if not self.labels_path.is_file():
             return None
+        # One name per "\n" (as written, and as TF-Serving's label table reads it).
         text = self.labels_path.read_text(encoding="utf-8")
-        return [line.rstrip("\n") for line in text.splitlines()]
+        return [line.rstrip("\r") for line in text.split("\n")[:-1 if text.endswith("\n")
+                                                                 else None]]
 
     def write_labels(self, class_names: list[str] | tuple[str, ...]) -> None:
+        bad = [name for name in class_names if has_line_break(name)]
+        if bad:
+            raise RunDirError(f"class names must not hold line breaks (labels.txt has one "
+                              f"name per line). Received: {bad[:3]}", "class_names")
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.labels_path.with_name(LABELS_FILE + ".tmp")
-        tmp.write_text("\n".join(class_names) + "\n", encoding="utf-8")
-        os.replace(tmp, self.labels_path)
+        write_text(self.labels_path, "".join(f"{name}\n" for name in class_names))
 
     def class_names(self, num_classes: int | None = None) -> list[str]:
         """``labels.txt``, else config.json's names, else ``"0"``, ``"1"``, ..."""
@@ -244,17 +344,31 @@ class RunDir:
     # --- the model ----------------------------------------------------------------------
 
     def save_model(self, model: Any) -> Path:
-        """Saves ``final_model.keras`` (through a temporary file, then a rename)."""
+        """Saves ``final_model.keras`` atomically: a failed save (a full disk) leaves the
+        previous file or none, and raises :class:`RunDirError` saying what to do."""
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / ("tmp_" + FINAL_MODEL_FILE)
-        model.save(tmp)
-        os.replace(tmp, self.final_model_path)
+        try:
+            with atomic_path(self.final_model_path) as tmp:
+                model.save(tmp)
+        except OSError as e:
+            raise RunDirError(
+                f"cannot write {self.final_model_path} ({e.strerror or e}); nothing was "
+                "left half-written. Free some space (or fix the permissions), then rerun "
+                "the training command: it resumes from the last checkpoint and writes the "
+                "outputs.") from e
         return self.final_model_path
 
     def load_model(self) -> Any:
-        """The Keras 3 model in ``final_model.keras`` (not compiled)."""
+        """The Keras 3 model in ``final_model.keras`` (not compiled); a file Keras cannot
+        read raises :class:`RunDirError` naming it."""
         import keras
-        return keras.models.load_model(self.final_model_path, compile=False)
+        try:
+            return keras.models.load_model(self.final_model_path, compile=False)
+        except Exception as e:  # Keras raises many types for a damaged archive
+            raise RunDirError(
+                f"cannot load {self.final_model_path} ({type(e).__name__}: "
+                f"{str(e)[:200]}); rerun the training command to write it again (it "
+                "resumes from the last checkpoint).") from e
 
     def eval_image_size(self, override: int | None = None) -> int:
         """The evaluation size: ``override``, else the run's, else its variant's."""
