@@ -95,14 +95,14 @@ def test_decompression_bomb_is_refused_from_its_header():
     bomb = png_header_only(100_000, 100_000)
     assert len(bomb) < 100
     assert _run(HEADER_SHAPE, bomb).numpy().tolist() == [100_000, 100_000]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the limit"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_pixels=50000000"):
         _run(DECODE_CROP_32, bomb)
 
 
 def test_pixel_limit_is_configurable(photo):
     data = _encode(photo, "PNG")  # 37 x 53 = 1961 pixels
     assert _run(lambda b: images.decode_image(b, max_pixels=1961), data).shape == (37, 53, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="limit of 1960"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_pixels=1960"):
         _run(lambda b: images.decode_image(b, max_pixels=1960), data)
     gif = _encode(photo, "GIF")
     with pytest.raises(tf.errors.InvalidArgumentError):

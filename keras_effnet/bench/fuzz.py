@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from keras_effnet.bench.photos import encode, photo_crop
 
-__all__ = ["block_string_fuzz", "fuzz_block_strings", "serving_fuzz_inputs", "fuzz_serving"]
+__all__ = ["block_string_fuzz", "fuzz_block_strings", "gif_bytes", "gif_comment",
+           "serving_fuzz_inputs", "fuzz_serving"]
 
 _SPEC_ALPHABET = "rkseiof_c0123456789.-+eEnoskip _,;:/\\\t\n\x00é∞٣"
 _WEIRD_NUMBERS = ("0", "-1", "00", "1e400", "nan", "inf", "-0", "1.5", "0x10", "१", "٣",
@@ -129,6 +130,81 @@ def _png_header_only(width: int, height: int) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + data)))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
+def _lzw(indices: Sequence[int], min_code_size: int) -> bytes:
+    """GIF's variable-length LZW code stream of palette ``indices`` (clear code first,
+    end code last, table reset when full)."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    out, acc, bits = bytearray(), 0, 0
+    table: dict[tuple[int, int], int] = {}
+    code_size, next_code = min_code_size + 1, end + 1
+
+    def emit(code: int) -> None:
+        nonlocal acc, bits
+        acc |= code << bits
+        bits += code_size
+        while bits >= 8:
+            out.append(acc & 0xFF)
+            acc, bits = acc >> 8, bits - 8
+
+    emit(clear)
+    prefix = None  # the code of the run read so far
+    for index in indices:
+        if prefix is None:
+            prefix = index
+            continue
+        code = table.get((prefix, index))
+        if code is not None:
+            prefix = code
+            continue
+        emit(prefix)
+        if next_code < 4096:
+            table[(prefix, index)] = next_code
+            next_code += 1
+            if next_code > (1 << code_size) and code_size < 12:
+                code_size += 1
+        else:
+            emit(clear)
+            table, code_size, next_code = {}, min_code_size + 1, end + 1
+        prefix = index
+    if prefix is not None:
+        emit(prefix)
+    emit(end)
+    if bits:
+        out.append(acc & 0xFF)
+    return bytes(out)
+
+
+def gif_bytes(screen: tuple[int, int], frames: Sequence[tuple[int, int, int, int, int | None]],
+              sub_block: int = 255) -> bytes:
+    """A GIF built byte by byte: a logical ``screen`` of ``(width, height)`` and
+    ``frames`` of ``(left, top, width, height, colour)`` with a two-colour palette (colour
+    0 black, 1 white). ``colour=None`` writes the descriptor with an empty code stream:
+    a frame that declares its size (what the decoder allocates) and holds no pixels.
+    Image data goes in ``sub_block``-byte sub-blocks (real encoders use 255)."""
+    import struct
+
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0))
+    out += bytes([0, 0, 0, 255, 255, 255])  # global colour table: 2 entries
+    for left, top, width, height, colour in frames:
+        out += b"\x2c" + struct.pack("<HHHHB", left, top, width, height, 0) + b"\x02"
+        data = _lzw([] if colour is None else [colour] * (width * height), 2)
+        for i in range(0, len(data), sub_block):
+            out += bytes([len(data[i:i + sub_block])]) + data[i:i + sub_block]
+        out += b"\x00"
+    return bytes(out + b";")
+
+
+def gif_comment(data: bytes, sizes: Sequence[int]) -> bytes:
+    """A GIF comment extension holding ``data`` in sub-blocks of the given sizes (cycled):
+    uneven tiny ones keep a block walker busy."""
+    out, i, k = bytearray(b"\x21\xfe"), 0, 0
+    while i < len(data):
+        size = min(sizes[k % len(sizes)], len(data) - i)
+        out += bytes([size]) + data[i:i + size]
+        i, k = i + size, k + 1
+    return bytes(out + b"\x00")
 
 
 def serving_fuzz_inputs(n: int = 1000, seed: int = 0, max_pixels: int = 250_000

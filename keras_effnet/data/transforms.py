@@ -7,6 +7,8 @@ Training (docs/reference.md §5): Inception crop (area 0.05-1.0 of the image, as
 3/4-4/3, ``sample_distorted_bounding_box`` style, centre crop when sampling fails),
 resize, horizontal flip, RandAugment (2 ops) per image, then MixUp or CutMix per batch.
 Evaluation: centre crop of ``size / (size + 32)`` of the shorter side, then resize.
+Both crop the image as displayed: a JPEG's EXIF orientation is applied (a phone photo
+is upright), and a GIF is its first frame (:mod:`keras_effnet.data.headers`).
 
 Every function takes pixels in [0, 255] and returns float32 pixels in [0, 255]; random
 functions take an explicit stateless seed (an int64 ``[2]`` tensor) so a pipeline is a pure
@@ -38,6 +40,7 @@ from typing import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from keras_effnet.data import headers
 from keras_effnet.data.seeding import SeedStream
 
 __all__ = [
@@ -81,12 +84,26 @@ def _inception_window(shape: tf.Tensor, image_size: int, seed: tf.Tensor,
 
 # --- decode + crop + resize ------------------------------------------------------------
 
-def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB ``[H, W, 3]`` (first GIF frame; grayscale
-    is repeated to RGB; alpha is dropped)."""
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+def _decode_first_frame(image_bytes: tf.Tensor) -> tf.Tensor:
+    # A GIF is cut after its first image: TensorFlow would decode every frame (and size
+    # the canvas by the largest) to return the first. A WebP with alpha decodes only as
+    # RGBA.
+    image_bytes = headers.first_frame(image_bytes)
+    image = tf.cond(
+        headers.webp_alpha(image_bytes),
+        lambda: tf.io.decode_image(image_bytes, channels=4, expand_animations=False)[..., :3],
+        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
+
+
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF/WebP bytes to uint8 RGB ``[H, W, 3]`` as displayed: the
+    first GIF frame only, a JPEG turned by its EXIF orientation, grayscale repeated to
+    RGB, alpha dropped."""
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    return headers.orient(_decode_first_frame(image_bytes),
+                          headers.exif_orientation(image_bytes))
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
@@ -105,15 +122,21 @@ def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) -> tf.Tensor
     """Crop encoded bytes or an image tensor to ``window_fn(shape)``; float32 result.
 
     JPEGs are decoded only inside the window (``decode_and_crop_jpeg``), as the official
-    input pipelines do: much cheaper for full-size photos.
+    input pipelines do: much cheaper for full-size photos. The window is chosen on the
+    image as displayed (EXIF orientation applied), then mapped to the stored pixels.
     """
     if raw.dtype == tf.string:
         def jpeg():
-            window = window_fn(tf.image.extract_jpeg_shape(raw))
-            return tf.image.decode_and_crop_jpeg(raw, tf.stack(window), channels=3)
+            orientation = headers.exif_orientation(raw)
+            stored = tf.image.extract_jpeg_shape(raw)
+            window = window_fn(headers.oriented_shape(stored, orientation))
+            window = headers.stored_window(window, stored, orientation)
+            return headers.orient(
+                tf.image.decode_and_crop_jpeg(raw, tf.stack(window), channels=3),
+                orientation)
 
         def other():
-            image = decode_rgb(raw)
+            image = _decode_first_frame(raw)
             top, left, height, width = window_fn(tf.shape(image))
             return image[top:top + height, left:left + width]
 
@@ -141,7 +164,7 @@ def center_crop_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Serving/eval preprocessing: a scalar ``tf.string`` of JPEG/PNG/BMP/GIF bytes ->
+    """Serving/eval preprocessing: a scalar ``tf.string`` of JPEG/PNG/BMP/GIF/WebP bytes ->
     float32 ``[image_size, image_size, 3]`` in [0, 255].
 
     Usable inside a ``tf.function`` (e.g. a SavedModel serving signature). Bytes that are

@@ -1,137 +1,149 @@
-"""In-graph image decoding for serving: bytes -> size check -> RGB -> centre crop.
+"""In-graph decoding for serving: bytes -> checks -> RGB -> centre crop.
 
 Everything here is TensorFlow ops only (no autograph, no Python control flow on
 tensors), so it traces into a SavedModel signature that TF-Serving runs as is.
 
-The pixel budget is checked from the file header *before* the full decode, so a
-decompression bomb (a few kB of PNG that inflates to gigapixels) is refused without
-allocating its pixels. Anything malformed surfaces as ``InvalidArgumentError``.
+Every image is checked *before* it is decoded, from what the decoder will allocate
+(:mod:`keras_effnet.data.headers`: the JPEG frame header, PNG IHDR, BMP DIB header, WebP
+frame or canvas, and a GIF's first image descriptor, the only frame decoded), so a
+decompression bomb (a few kB that inflate to gigapixels, whatever its outer header
+claims) is refused without allocating its pixels. A batch with a bad image fails as a
+whole with ``InvalidArgumentError``; when the check finds it, the message names its index
+(``image_bytes[3]``) and why. Pixel data that is corrupt past a valid header fails in the
+decoder, whose message gives the bad file's size in bytes.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["DEFAULT_MAX_PIXELS", "image_format", "header_shape", "decode_image",
-           "decode_and_center_crop"]
+from keras_effnet.data import headers
+
+__all__ = ["DEFAULT_MAX_PIXELS", "image_format", "header_shape", "check", "decode_image",
+           "decode_and_center_crop", "decode_batch", "check_finite"]
 
 # 50 megapixels: every phone camera's full-resolution output fits (8192 x 6144).
 DEFAULT_MAX_PIXELS = 50_000_000
 
-_UNKNOWN, _JPEG, _PNG, _GIF, _BMP = 0, 1, 2, 3, 4
-_HEADER_BYTES = 32
+image_format = headers.image_format
+# check() codes beyond headers.inspect()'s.
+TOO_LARGE, EMPTY = 10, 11
+_FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 
 
-def _header(image_bytes: tf.Tensor) -> tf.Tensor:
-    """The first 32 bytes as int64, zero-padded when the file is shorter."""
-    head = tf.io.decode_raw(tf.strings.substr(image_bytes, 0, _HEADER_BYTES), tf.uint8)
-    head = tf.pad(head, [[0, _HEADER_BYTES - tf.shape(head)[0]]])
-    return tf.cast(head, tf.int64)
+def check(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS
+          ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(code, ``[height, width]``): 0 when ``image_bytes`` may be decoded, else why not
+    (a :mod:`~keras_effnet.data.headers` status, :data:`TOO_LARGE` or :data:`EMPTY`).
+    Never raises and decodes nothing."""
+    status, size = headers.inspect(image_bytes)
+    code = tf.where(tf.equal(status, headers.OK),
+                    tf.where(tf.reduce_any(size <= 0), EMPTY,
+                             tf.where(size[0] * size[1] > max_pixels, TOO_LARGE, 0)),
+                    status)
+    return code, size
 
 
-def _matches(head: tf.Tensor, magic: bytes) -> tf.Tensor:
-    return tf.reduce_all(tf.equal(head[:len(magic)], tf.constant(list(magic), tf.int64)))
-
-
-def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
-    """0 unknown, 1 JPEG, 2 PNG, 3 GIF, 4 BMP, from the magic bytes (int32 scalar)."""
-    head = _header(image_bytes)
-    return tf.cast(
-        tf.where(_matches(head, b"\xff\xd8\xff"), _JPEG,
-                 tf.where(_matches(head, b"\x89PNG\r\n\x1a\n"), _PNG,
-                          tf.where(_matches(head, b"GIF8"), _GIF,
-                                   tf.where(_matches(head, b"BM"), _BMP, _UNKNOWN)))),
-        tf.int32)
-
-
-def _be(head: tf.Tensor, start: int, size: int) -> tf.Tensor:
-    value = tf.constant(0, tf.int64)
-    for i in range(size):
-        value = value * 256 + head[start + i]
-    return value
-
-
-def _le(head: tf.Tensor, start: int, size: int) -> tf.Tensor:
-    value = tf.constant(0, tf.int64)
-    for i in reversed(range(size)):
-        value = value * 256 + head[start + i]
-    return value
-
-
-def _signed32(value: tf.Tensor) -> tf.Tensor:
-    return tf.where(value >= 2**31, value - 2**32, value)
+def _reason(what: tf.Tensor, image_bytes: tf.Tensor, code: tf.Tensor, size: tf.Tensor,
+            max_pixels: int) -> tf.Tensor:
+    """A one-line message: ``what`` (e.g. "image_bytes[3]") and why it is refused."""
+    fmt = tf.gather(tf.constant(headers.FORMAT_NAMES), image_format(image_bytes))
+    dims = tf.strings.format("{}x{}", (size[1], size[0]))
+    head = tf.strings.format("{}", tf.io.decode_raw(
+        tf.strings.substr(image_bytes, 0, 8), tf.uint8), summarize=8)
+    frame = tf.where(tf.equal(fmt, "GIF"), " (its first frame, the one decoded)", "")
+    reasons = tf.stack([
+        tf.strings.join([what, " is not a ", _FORMATS, " file (first bytes: ", head, ")"]),
+        tf.strings.join([what, " is a malformed or truncated ", fmt, " (its header or "
+                         "first frame cannot be read)"]),
+        tf.strings.join([what, " is an animated WebP, which is not supported; send a "
+                         "still image"]),
+        tf.strings.join([what, " is a ", fmt, " of ", dims, " pixels", frame,
+                         ", more than max_pixels=", str(max_pixels), "; downscale it "
+                         "before sending"]),
+        tf.strings.join([what, " has an empty dimension (", dims, " pixels)"])])
+    index = tf.constant([-1, 0, 1, 2] + [-1] * 6 + [3, 4])
+    return tf.gather(reasons, tf.maximum(tf.gather(index, code), 0))
 
 
 def header_shape(image_bytes: tf.Tensor) -> tf.Tensor:
-    """``[height, width]`` (int64) read from the header alone, without decoding pixels.
-
-    JPEG: ``tf.image.extract_jpeg_shape`` (parses markers up to SOF). PNG: the IHDR
-    chunk. GIF: the logical screen descriptor. BMP: the DIB header (height may be
-    negative for top-down bitmaps). Unknown formats raise ``InvalidArgumentError``.
-    """
-    fmt = image_format(image_bytes)
-    head = _header(image_bytes)
-    known = tf.debugging.Assert(
-        fmt > _UNKNOWN,
-        # The first bytes as numbers: raw bytes in an error message need not be UTF-8,
-        # and TensorFlow's Python layer then fails to decode the message itself.
-        ["image_bytes is not a JPEG, PNG, GIF or BMP file (first bytes:", head[:8], ")"])
-    with tf.control_dependencies([known]):
-        fmt = tf.identity(fmt)
-
-    def jpeg():
-        return tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)
-
-    def png():
-        return tf.stack([_be(head, 20, 4), _be(head, 16, 4)])
-
-    def gif():
-        return tf.stack([_le(head, 8, 2), _le(head, 6, 2)])
-
-    def bmp():
-        return tf.stack([tf.abs(_signed32(_le(head, 22, 4))), _signed32(_le(head, 18, 4))])
-
-    # tf.switch_case only runs the chosen branch: extract_jpeg_shape never sees a PNG.
-    return tf.switch_case(fmt - 1, [jpeg, png, gif, bmp])
-
-
-def _checked(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
-    """``image_bytes``, once its header says it is a known format within the pixel budget."""
+    """``[height, width]`` (int64) the decoder will allocate, without decoding pixels;
+    ``InvalidArgumentError`` for unknown or malformed files."""
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-    shape = header_shape(image_bytes)
-    checks = [
-        tf.debugging.assert_positive(shape, message="image has an empty dimension"),
-        tf.debugging.Assert(
-            shape[0] * shape[1] <= max_pixels,
-            [f"image has more pixels than the limit of {max_pixels}; downscale it before "
-             "sending. [height, width] from its header:", shape]),
-    ]
-    with tf.control_dependencies(checks):
+    status, size = headers.inspect(image_bytes)
+    ok = tf.debugging.Assert(tf.equal(status, headers.OK), [_reason(
+        tf.constant("image_bytes"), image_bytes, status, size, DEFAULT_MAX_PIXELS)])
+    with tf.control_dependencies([ok]):
+        return tf.identity(size)
+
+
+def _checked(image_bytes: tf.Tensor, max_pixels: int, what: str = "image_bytes"
+             ) -> tf.Tensor:
+    """``image_bytes``, once :func:`check` passes (``InvalidArgumentError`` otherwise)."""
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    code, size = check(image_bytes, max_pixels)
+    ok = tf.debugging.Assert(tf.equal(code, 0), [_reason(
+        tf.constant(what), image_bytes, code, size, max_pixels)])
+    with tf.control_dependencies([ok]):
         return tf.identity(image_bytes)
 
 
 def decode_image(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
-    """One encoded JPEG / PNG / GIF (first frame) / BMP -> uint8 RGB ``[H, W, 3]``.
+    """One encoded JPEG / PNG / GIF (first frame) / BMP / WebP -> uint8 RGB ``[H, W, 3]``
+    as displayed (EXIF orientation applied).
 
     Raises ``InvalidArgumentError`` (at run time) for unknown formats, corrupt or
-    truncated data, and images of more than ``max_pixels`` pixels; the size check
-    runs on the header, before any pixel is decoded.
+    truncated data, and images of more than ``max_pixels`` pixels; the size check runs
+    before any pixel is decoded.
     """
-    image = tf.io.decode_image(_checked(image_bytes, max_pixels), channels=3, dtype=tf.uint8,
-                               expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
+    from keras_effnet.data.transforms import decode_rgb
+    return decode_rgb(_checked(image_bytes, max_pixels))
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int,
                            max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
     """Encoded bytes -> float32 ``[image_size, image_size, 3]`` pixels in [0, 255].
 
-    The size check of :func:`decode_image`, then exactly the evaluation preprocessing
-    of the training pipeline (``keras_effnet.data.decode_and_center_crop``: centre crop
-    of ``size / (size + 32)`` of the shorter side, JPEGs decoded inside the crop window
+    The checks of :func:`decode_image`, then exactly the evaluation preprocessing of the
+    training pipeline (``keras_effnet.data.decode_and_center_crop``: centre crop of
+    ``size / (size + 32)`` of the shorter side, JPEGs decoded inside the crop window
     only, antialiased bilinear resize), so served predictions match the measured
     held-out accuracy.
     """
     from keras_effnet.data import decode_and_center_crop as eval_preprocess
     return eval_preprocess(_checked(image_bytes, max_pixels), image_size)
+
+
+def decode_batch(image_bytes: tf.Tensor, image_size: int,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """``[N]`` encoded images -> float32 ``[N, image_size, image_size, 3]``.
+
+    Every image is checked before any is decoded; the first bad one fails the batch
+    with ``InvalidArgumentError`` naming it (``image_bytes[i] is ...``).
+    """
+    from keras_effnet.data import decode_and_center_crop as eval_preprocess
+
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    codes, sizes = tf.map_fn(lambda b: check(b, max_pixels), image_bytes,
+                             fn_output_signature=(tf.int32, tf.int64))
+    bad = tf.argmax(tf.cast(tf.not_equal(codes, 0), tf.int32), output_type=tf.int32)
+    first = tf.minimum(bad, tf.maximum(tf.size(codes) - 1, 0))
+    ok = tf.debugging.Assert(tf.reduce_all(tf.equal(codes, 0)), [_reason(
+        tf.strings.format("image_bytes[{}]", first), image_bytes[first], codes[first],
+        sizes[first], max_pixels)])
+    with tf.control_dependencies([ok]):
+        image_bytes = tf.identity(image_bytes)
+    return tf.map_fn(lambda b: eval_preprocess(b, image_size), image_bytes,
+                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3],
+                                                       tf.float32))
+
+
+def check_finite(images: tf.Tensor, what: str = "images") -> tf.Tensor:
+    """``images`` (``[N, H, W, C]``), once every pixel is finite; else
+    ``InvalidArgumentError`` naming the first image with a NaN or infinity."""
+    finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
+    first = tf.argmin(tf.cast(finite, tf.int32), output_type=tf.int32)
+    ok = tf.debugging.Assert(tf.reduce_all(finite), [tf.strings.format(
+        what + "[{}] holds NaN or infinite pixels; send finite values in [0, 255]", first)])
+    with tf.control_dependencies([ok]):
+        return tf.identity(images)
