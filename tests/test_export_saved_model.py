@@ -304,7 +304,7 @@ def test_bad_arguments(tmp_path):
         saved_model.export_saved_model(model, tmp_path, class_names=["a", "b"])
     with pytest.raises(ValueError, match="model_name"):
         saved_model.export_saved_model(model, tmp_path, model_name="../escape")
-    with pytest.raises(ValueError, match="version must be a positive integer"):
+    with pytest.raises(ValueError, match="version must be an integer from 1 to"):
         saved_model.export_saved_model(model, tmp_path, version=0)
     with pytest.raises(ValueError, match="pass image_size"):
         saved_model.export_saved_model(tiny_model(size=None), tmp_path)

@@ -9,23 +9,22 @@ TensorFlow import. Both raise :class:`~keras_effnet.errors.ConfigError` naming t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from keras_effnet.cli import option
 from keras_effnet.errors import ConfigError
 from keras_effnet.export.formats import FORMATS, MIN_REPRESENTATIVE_IMAGES, QUANTIZE_MODES
 from keras_effnet.export.prune import PruneConfig
-from keras_effnet.export.serving_config import existing_versions
+from keras_effnet.export import serving_config
 from keras_effnet.run_dir import RunConfig, RunDir, RunDirError
 
 __all__ = ["ExportConfig", "ExportError", "DEFAULT_MODEL_NAME"]
 
 # The served name of a model whose variant name is not a valid directory name.
 DEFAULT_MODEL_NAME = "efficientnet-custom"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class ExportError(ConfigError):
@@ -124,17 +123,17 @@ class ExportConfig:
                               "serve the pruned weights. Received: formats="
                               f"{','.join(self.formats)}", "prune")
         _check(self.num_classes >= 1, "num_classes", "must be >= 1", self.num_classes)
-        _check(self.version is None or self.version >= 1, "version",
-               "must be a positive integer", self.version)
+        _check(self.version is None or 1 <= self.version <= serving_config.MAX_VERSION,
+               "version", f"must be an integer from 1 to {serving_config.MAX_VERSION} "
+               "(TF-Serving's versions are int64)", self.version)
         _check("int8" not in self.quantize
                or self.representative_images >= MIN_REPRESENTATIVE_IMAGES,
                "representative_images", f"must be >= {MIN_REPRESENTATIVE_IMAGES} for int8 "
                "calibration", self.representative_images)
         _check(self.max_eval_images is None or self.max_eval_images >= 1, "max_eval_images",
                "must be >= 1 (or None: all)", self.max_eval_images)
-        _check(not self.model_name or bool(_NAME.match(self.model_name)), "model_name",
-               "must be letters, digits, '.', '_' or '-' (it is a directory and a "
-               "TF-Serving model name)", repr(self.model_name))
+        problem = self.model_name and serving_config.check_model_name(self.model_name)
+        _check(not problem, "model_name", problem or "", repr(self.model_name))
         _check(self.top_k >= 1, "top_k", "must be >= 1", self.top_k)
         _check(self.max_pixels >= 1, "max_pixels", "must be >= 1", self.max_pixels)
 
@@ -164,7 +163,7 @@ class ExportConfig:
             name = (run.variant or {}).get("name") or run.model or ""
         else:
             name = self.model or ""
-        return name if _NAME.match(name) else DEFAULT_MODEL_NAME
+        return DEFAULT_MODEL_NAME if serving_config.check_model_name(name) else name
 
     def validate(self) -> None:
         """Raises :class:`ConfigError` (or :class:`ExportError`) unless the request can
@@ -207,7 +206,26 @@ class ExportConfig:
             dirs.append(Path(self.tflite_dir) / name / str(version))
         return dirs
 
+    def bases(self) -> list[str]:
+        """The base directories this export writes versions under."""
+        return [base for fmt, base in (("saved_model", self.saved_models),
+                                       ("tflite", self.tflite_dir)) if fmt in self.formats]
+
     def next_version(self, name: str) -> int:
-        """The next version free in every output directory."""
-        return 1 + max([0, *existing_versions(Path(self.saved_models) / name),
-                        *existing_versions(Path(self.tflite_dir) / name)])
+        """The next version free (neither written nor reserved) in every output
+        directory; :meth:`reserve_version` takes it safely."""
+        return serving_config.next_version(*(Path(base) / name for base in self.bases()))
+
+    @contextlib.contextmanager
+    def reserve_version(self, name: str) -> Iterator[int]:
+        """Holds ``version`` (or the next free one, chosen under the export lock) for
+        ``name`` in every output directory while the block runs; yields it. Two exports
+        started together get different versions; an explicit version another export
+        holds raises :class:`ExportError`."""
+        with contextlib.ExitStack() as stack:
+            try:
+                version = stack.enter_context(
+                    serving_config.reserve_version(self.bases(), name, self.version))
+            except serving_config.VersionExistsError as e:
+                raise ExportError(str(e), "version") from None
+            yield version

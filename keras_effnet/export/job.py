@@ -30,7 +30,15 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
     """Runs the export described by ``config`` (validated first) and measures it."""
     config.validate()
     started = time.time()
-    context = _load(config, log)
+    # The version is taken before the work starts and held until it is written: a
+    # second export started meanwhile gets the next one, not a late "version exists".
+    with config.reserve_version(config.resolved_model_name()) as version:
+        return _run(config, log, version, started)
+
+
+def _run(config: ExportConfig, log: Callable[[str], None], version: int,
+         started: float) -> ExportReport:
+    context = _load(config, log, version)
     artifacts = [Artifact("keras (reference)", context.origin, **context.measure_model())]
     sparsity = None
     if config.prune is not None:
@@ -52,7 +60,7 @@ def run(config: ExportConfig, log: Callable[[str], None] = print) -> ExportRepor
     return report
 
 
-def _load(config: ExportConfig, log: Callable[[str], None]) -> ExportContext:
+def _load(config: ExportConfig, log: Callable[[str], None], version: int) -> ExportContext:
     """The context of a validated request: the float32 model, its classes, evaluation
     size and variant, the data source, and the name and version to write."""
     from keras_effnet.builder import build, model_image_size, resolve_variant
@@ -87,7 +95,7 @@ def _load(config: ExportConfig, log: Callable[[str], None]) -> ExportContext:
     name = config.resolved_model_name()
     return ExportContext(config=config, model=model, class_names=class_names,
                          image_size=image_size, variant=variant, source=source, name=name,
-                         version=config.version or config.next_version(name), log=log)
+                         version=version, log=log)
 
 
 def _source(config: ExportConfig, run_config: Any) -> Any:

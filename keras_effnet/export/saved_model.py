@@ -12,7 +12,8 @@ A version is written into a hidden sibling (``.tmp-<version>-...``, which TF-Ser
 ignores: it only loads integer-named directories) and renamed into place when complete,
 so the server never sees half a model. Existing versions are never overwritten; an
 export that fails or is killed leaves no version directory (a killed one leaves a
-hidden temporary, removed by the next export).
+hidden temporary, removed by the next export). Versions are int64, chosen under the
+base directory's lock (:mod:`~keras_effnet.export.serving_config`).
 
 The export uses Keras 3's ``keras.export.ExportArchive``: ``tf.saved_model.save`` on a
 Keras 3 model loses the input names and dtypes TF-Serving clients rely on.
@@ -20,22 +21,23 @@ Keras 3 model loses the input names and dtypes TF-Serving clients rely on.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from keras_effnet.builder import model_image_size  # re-exported: the serving size
 from keras_effnet.export import images as images_lib
 from keras_effnet.export import serving_config
 from keras_effnet.export.report import Artifact
+from keras_effnet.export.serving_config import VersionExistsError
+from keras_effnet.run_dir import has_line_break
 
 if TYPE_CHECKING:  # for the hints only: this module need not load the export's others
     from keras_effnet.export.context import ExportContext
@@ -48,11 +50,6 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 LABELS_FILE = "labels.txt"
 INFO_FILE = "keras_effnet_export.json"
 _TMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class VersionExistsError(FileExistsError):
-    """The requested ``<model_name>/<version>`` is already exported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +70,7 @@ class ServingSpec:
             raise ValueError(f"top_k must be >= 1. Received: top_k={self.top_k}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1. Received: max_pixels={self.max_pixels}")
-        bad = [c for c in self.class_names if "\n" in c or "\r" in c]
+        bad = [c for c in self.class_names if has_line_break(c)]
         if bad:
             raise ValueError(f"class names must not contain line breaks. Received: {bad[:3]}")
 
@@ -88,11 +85,12 @@ class SavedModelExport:
     size_bytes: int
     models_config: Path
     batching_parameters: Path
+    warnings: tuple[str, ...] = ()  # e.g. a broken models.config kept as a backup
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
-    """One more than the newest existing version (1 for a new model)."""
-    return max(serving_config.existing_versions(model_dir), default=0) + 1
+    """One more than the newest version existing or reserved (1 for a new model)."""
+    return serving_config.next_version(model_dir)
 
 
 def sample_image_bytes(image_size: int | None = None) -> bytes:
@@ -149,16 +147,12 @@ def build_export_archive(model: Any, spec: ServingSpec, labels_path: str | os.Pa
         return {"probabilities": probabilities, "classes": indices, "scores": scores,
                 "labels": table.lookup(tf.cast(indices, tf.int64))}
 
-    def decode_one(image_bytes):
-        return images_lib.decode_and_center_crop(image_bytes, size, spec.max_pixels)
-
     def serving_default(image_bytes):
-        images = tf.map_fn(decode_one, non_empty(image_bytes, "image_bytes"),
-                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        return outputs(images)
+        return outputs(images_lib.decode_batch(non_empty(image_bytes, "image_bytes"), size,
+                                               spec.max_pixels))
 
     def predict_images(images):
-        return outputs(non_empty(images, "images"))
+        return outputs(images_lib.check_finite(non_empty(images, "images")))
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -169,22 +163,6 @@ def build_export_archive(model: Any, spec: ServingSpec, labels_path: str | os.Pa
                          input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32,
                                                         name="images")])
     return archive
-
-
-@contextlib.contextmanager
-def _export_lock(base: Path) -> Iterator[None]:
-    """Serialises exporters that share a base directory (advisory ``flock``)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no cross-process lock
-        yield
-        return
-    with open(base / ".export.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _remove_stale_temporaries(model_dir: Path) -> None:
@@ -198,9 +176,9 @@ def _tree_size(path: Path) -> int:
 
 
 def _check_name(model_name: str) -> str:
-    if not _NAME.match(model_name):
-        raise ValueError("model_name must be letters, digits, '.', '_' or '-' (it is a "
-                         f"directory and a TF-Serving model name). Received: {model_name!r}")
+    problem = serving_config.check_model_name(model_name)
+    if problem:
+        raise ValueError(f"model_name {problem}. Received: model_name={model_name!r}")
     return model_name
 
 
@@ -221,8 +199,9 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
         model: a Keras 3 classifier taking float32 pixels in [0, 255].
         base_dir: the TF-Serving base directory.
         model_name: default ``model.name``.
-        version: default the next free integer; an existing one raises
-            :class:`VersionExistsError`.
+        version: default the next free integer (chosen under the base directory's
+            lock); an existing one raises :class:`VersionExistsError`. At most
+            :data:`~keras_effnet.export.serving_config.MAX_VERSION` (int64).
         class_names: default ``"0" .. "<classes-1>"``.
         image_size: evaluation size (default: the model's static input size or its
             variant's ``eval_size``).
@@ -242,12 +221,15 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
                        top_k=top_k, max_pixels=max_pixels)
     model_name = _check_name(model_name or model.name)
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)
-                                or version < 1):
-        raise ValueError(f"version must be a positive integer. Received: version={version!r}")
+                                or not 1 <= version <= serving_config.MAX_VERSION):
+        raise ValueError("version must be an integer from 1 to "
+                         f"{serving_config.MAX_VERSION} (TF-Serving's int64). "
+                         f"Received: version={version!r}")
     base = Path(base_dir)
     model_dir = base / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    with _export_lock(base):
+    with serving_config.export_lock(base), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", serving_config.ModelsConfigWarning)
         _remove_stale_temporaries(model_dir)
         if version is None:
             version = next_version(model_dir)
@@ -268,9 +250,15 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
         models_config = serving_config.update_models_config(
             base, serving_base_path=serving_base_path, keep_versions=keep_versions)
         batching_parameters = serving_config.write_batching_parameters(base, batching)
+    for warning in caught:  # passed on, and reported with the export
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
     return SavedModelExport(path=final, model_name=model_name, version=version,
                             size_bytes=_tree_size(final), models_config=models_config,
-                            batching_parameters=batching_parameters)
+                            batching_parameters=batching_parameters,
+                            warnings=tuple(str(w.message) for w in caught
+                                           if issubclass(w.category,
+                                                         serving_config.ModelsConfigWarning)))
 
 
 def _write_version(model, spec: ServingSpec, path: Path, model_name: str, warmup: bool,
@@ -279,7 +267,7 @@ def _write_version(model, spec: ServingSpec, path: Path, model_name: str, warmup
         serving_config.serving_api()  # fail before the slow part if the extra is missing
     with tempfile.TemporaryDirectory() as work:
         labels = Path(work) / LABELS_FILE
-        labels.write_text("".join(f"{c}\n" for c in spec.class_names))
+        labels.write_text("".join(f"{c}\n" for c in spec.class_names), encoding="utf-8")
         archive = build_export_archive(model, spec, labels)
         archive.write_out(str(path), verbose=False)
     extra = path / "assets.extra"
@@ -313,6 +301,8 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
         max_pixels=config.max_pixels, serving_base_path=config.serving_base_path,
         metadata={"source": context.origin,
                   "pruned_sparsity": config.prune.target_sparsity if pruned else 0.0})
+    for warning in written.warnings:
+        context.log(f"warning: {warning}")
     loaded = tf.saved_model.load(str(written.path))  # must outlive its signature
     signature = loaded.signatures["predict_images"]
 
@@ -321,5 +311,6 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
 
     return [Artifact("saved_model" + (" (pruned)" if pruned else ""), str(written.path),
                      size_bytes=written.size_bytes,
-                     notes=f"models.config: {written.models_config}",
+                     notes="; ".join([f"models.config: {written.models_config}",
+                                      *written.warnings]),
                      **context.measure(predict, made_from=model))]

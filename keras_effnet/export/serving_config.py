@@ -1,29 +1,68 @@
-"""TF-Serving side files: ``models.config``, batching parameters and warmup requests.
+"""TF-Serving side files: ``models.config``, batching parameters and warmup requests;
+and the rules every export shares: model names, version numbers, the export lock.
 
 ``models.config`` is regenerated from what is on disk after each export, through the
 tensorflow-serving-api protos (so it always parses). Entries for models that are not
 under the base directory, and version labels other than the two the exporter manages
 (``stable`` -> newest version, ``previous`` -> the one before), are kept as found, so a
-hand-set ``canary`` label survives the next export.
+hand-set ``canary`` label survives the next export. A ``models.config`` that does not
+parse (a typo, an unknown field) is copied to ``models.config.broken-<time>`` with a
+:class:`ModelsConfigWarning` before it is regenerated: hand edits are never lost silently.
+
+Versions are positive int64 (what TF-Serving loads; a larger directory name is ignored).
+Exports reserve their version under the base directories' lock
+(:func:`reserve_version`), so two exports started together never pick the same one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
-import tempfile
+import shutil
+import time
+import uuid
+import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
+
+from keras_effnet.run_dir import write_text
 
 __all__ = ["BatchingConfig", "MANAGED_LABELS", "MODELS_CONFIG", "BATCHING_PARAMETERS",
-           "existing_versions", "update_models_config", "write_batching_parameters",
-           "write_warmup_requests", "read_warmup_requests", "serving_api"]
+           "MAX_VERSION", "ModelsConfigWarning", "VersionExistsError", "check_model_name",
+           "existing_versions", "export_lock", "next_version", "reserve_version",
+           "update_models_config", "write_batching_parameters", "write_warmup_requests",
+           "read_warmup_requests", "serving_api"]
 
 MODELS_CONFIG = "models.config"
 BATCHING_PARAMETERS = "batching_parameters.txt"
 MANAGED_LABELS = ("stable", "previous")
-_VERSION = re.compile(r"^[0-9]+$")
+MAX_VERSION = 2 ** 63 - 1  # TF-Serving's versions are int64
+_VERSION = re.compile(r"[0-9]+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_MAX_NAME_BYTES = 200  # a directory name, with room for temporaries' suffixes
+_LOCK_FILE = ".export.lock"
+_RESERVED = re.compile(r"\.reserved-([0-9]+)")
+
+
+class ModelsConfigWarning(UserWarning):
+    """``models.config`` did not parse; a copy was kept before it was regenerated."""
+
+
+class VersionExistsError(FileExistsError):
+    """The requested ``<model_name>/<version>`` is already exported (or being exported)."""
+
+
+def check_model_name(name: str) -> str | None:
+    """Why ``name`` cannot be a served model name (None when it can): letters, digits,
+    ``.``, ``_``, ``-``, starting with a letter or digit, nothing else (no newline)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        return ("must be letters, digits, '.', '_' or '-', starting with a letter or digit "
+                "(it is a directory and a TF-Serving model name)")
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        return f"must be at most {_MAX_NAME_BYTES} characters long"
+    return None
 
 
 def serving_api():
@@ -40,23 +79,108 @@ def serving_api():
 
 
 def existing_versions(model_dir: str | os.PathLike) -> list[int]:
-    """Integer version directories under ``model_dir`` (what TF-Serving would load)."""
+    """Integer version directories under ``model_dir`` that TF-Serving would load (1 to
+    :data:`MAX_VERSION`; larger numbers are not versions to it, and are ignored here)."""
     path = Path(model_dir)
     if not path.is_dir():
         return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and _VERSION.match(p.name))
+    versions = (int(p.name) for p in path.iterdir()
+                if _VERSION.fullmatch(p.name) and p.is_dir())
+    return sorted(v for v in versions if 1 <= v <= MAX_VERSION)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+@contextlib.contextmanager
+def export_lock(*base_dirs: str | os.PathLike) -> Iterator[None]:
+    """Serialises exporters that share a base directory (advisory ``flock`` on
+    ``<base>/.export.lock``, each base once, in a fixed order)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no cross-process lock
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        for base in sorted({str(Path(b).resolve()) for b in base_dirs}):
+            Path(base).mkdir(parents=True, exist_ok=True)
+            f = stack.enter_context(open(Path(base) / _LOCK_FILE, "a"))
+            fcntl.flock(f, fcntl.LOCK_EX)
+            stack.callback(fcntl.flock, f, fcntl.LOCK_UN)
+        yield
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the reservation file ``path`` (its flock)."""
+    import fcntl
+    try:
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def _reserved_versions(model_dir: Path) -> list[int]:
+    """Versions that live exports have reserved in ``model_dir``; stale reservation files
+    (their exporter died) are removed. Call with the export lock held."""
+    live = []
+    if not model_dir.is_dir():
+        return live
+    for path in model_dir.iterdir():
+        if (m := _RESERVED.fullmatch(path.name)):
+            if _held(path):
+                live.append(int(m.group(1)))
+            else:
+                path.unlink(missing_ok=True)
+    return live
+
+
+def next_version(*model_dirs: str | os.PathLike) -> int:
+    """One more than the newest version existing or reserved in any of ``model_dirs``
+    (1 for a new model). Raises :class:`VersionExistsError` past :data:`MAX_VERSION`."""
+    taken = [v for d in model_dirs for v in existing_versions(d) + _reserved_versions(Path(d))]
+    version = max(taken, default=0) + 1
+    if version > MAX_VERSION:
+        raise VersionExistsError(f"{', '.join(map(str, model_dirs))} already hold version "
+                                 f"{MAX_VERSION}, the largest TF-Serving loads; export under "
+                                 "another model_name.")
+    return version
+
+
+@contextlib.contextmanager
+def reserve_version(bases: Sequence[str | os.PathLike], name: str,
+                    version: int | None = None) -> Iterator[int]:
+    """Reserves ``<base>/<name>/<version>`` in every base for the block (default: the
+    next free version), under the export lock; yields the version.
+
+    The reservation is a hidden ``.reserved-<version>`` file the block holds an ``flock``
+    on: other exports skip the version while this process lives, and it lapses when the
+    process dies. An explicit ``version`` that exists or is reserved raises
+    :class:`VersionExistsError`.
+    """
+    import fcntl
+
+    dirs = [Path(base) / name for base in bases]
+    with contextlib.ExitStack() as stack:
+        with export_lock(*bases):
+            if version is None:
+                version = next_version(*dirs)
+            else:
+                for d in dirs:
+                    if (d / str(version)).exists() or version in _reserved_versions(d):
+                        raise VersionExistsError(
+                            f"{d / str(version)} already exists (or another export is "
+                            "writing it) and versions are never overwritten; omit the "
+                            f"version to use the next free one ({next_version(*dirs)}).")
+            for d in dirs:
+                d.mkdir(parents=True, exist_ok=True)
+                marker = d / f".reserved-{version}"
+                f = stack.enter_context(open(marker, "a"))
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stack.callback(marker.unlink, missing_ok=True)
+        yield version
 
 
 def update_models_config(base_dir: str | os.PathLike, serving_base_path: str = "/models",
@@ -78,11 +202,20 @@ def update_models_config(base_dir: str | os.PathLike, serving_base_path: str = "
     config = pb.ModelServerConfig()
     if path.exists():
         try:
-            text_format.Parse(path.read_text(), config)
-        except text_format.ParseError:
-            config = pb.ModelServerConfig()  # unreadable: regenerate from disk
+            text_format.Parse(path.read_text(encoding="utf-8"), config)
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            config = pb.ModelServerConfig()  # regenerated from disk, after a backup
+            backup = path.with_name(f"{MODELS_CONFIG}.broken-{time.strftime('%Y%m%d-%H%M%S')}"
+                                    f"-{uuid.uuid4().hex[:6]}")
+            shutil.copy2(path, backup)
+            reason = str(e).splitlines()[0][:160]
+            warnings.warn(ModelsConfigWarning(
+                f"{path} did not parse ({reason}); kept it as {backup} and wrote a new one "
+                "from the models on disk: copy any hand edits (labels, other models) back "
+                "from the backup."), stacklevel=2)
     entries = {c.name: c for c in config.model_config_list.config}
-    on_disk = {p.name: existing_versions(p) for p in sorted(base.iterdir()) if p.is_dir()}
+    on_disk = {p.name: existing_versions(p) for p in sorted(base.iterdir())
+               if p.is_dir() and check_model_name(p.name) is None}
     for name, versions in on_disk.items():
         if not versions:
             continue
@@ -105,7 +238,7 @@ def update_models_config(base_dir: str | os.PathLike, serving_base_path: str = "
             labels["previous"] = versions[-2]
         for key in sorted(labels):
             entry.version_labels[key] = labels[key]
-    _atomic_write_text(path, text_format.MessageToString(config))
+    write_text(path, text_format.MessageToString(config))
     return path
 
 
@@ -153,7 +286,7 @@ def write_batching_parameters(base_dir: str | os.PathLike,
     defaults if the file does not exist yet (a hand-edited file is left alone)."""
     path = Path(base_dir) / BATCHING_PARAMETERS
     if batching is not None or not path.exists():
-        _atomic_write_text(path, (batching or BatchingConfig()).to_text())
+        write_text(path, (batching or BatchingConfig()).to_text())
     return path
 
 

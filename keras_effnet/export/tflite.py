@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_effnet.export.formats import MIN_REPRESENTATIVE_IMAGES, QUANTIZE_MODES
 from keras_effnet.export.report import Artifact, size_text
+from keras_effnet.run_dir import atomic_path, write_text
 
 if TYPE_CHECKING:  # for the hints only
     from keras_effnet.export.context import ExportContext
@@ -218,15 +219,8 @@ def write_tflite(content: bytes, path: str | os.PathLike, quantize: str,
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another path or version.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(content)
     return TFLiteExport(path=path, quantize=_check_quantize(quantize),
                         size_bytes=len(content), gzipped_bytes=gzipped_size(content),
                         sparse=sparsity_encoded(content))
@@ -340,8 +334,7 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
         calibration = context.source.representative_images(
             n=config.representative_images, image_size=context.image_size)
     out_dir.mkdir(parents=True, exist_ok=False)
-    (out_dir / "labels.txt").write_text("".join(f"{c}\n" for c in context.class_names),
-                                        encoding="utf-8")
+    write_text(out_dir / "labels.txt", "".join(f"{c}\n" for c in context.class_names))
     suffix, dense_model = "", None
     if pruned:
         suffix = f"-pruned{round(config.prune.target_sparsity * 100)}"
