@@ -8,10 +8,17 @@ Layouts:
 * ``data_dir/train/<class>/...`` with ``data_dir/validation/<class>/...`` (or ``val/``):
   the given split is used as is. Class names come from ``train/``.
 
-Class names are the sorted sub-folder names. Files are found recursively inside each class
-folder. JPEG, PNG, BMP, GIF (first frame) and WebP are read by extension (``.jpg .jpeg
+Class names are the sorted sub-folder names; a name holding a line break is refused
+(labels are written one per line). Files are found recursively inside each class folder.
+JPEG, PNG, BMP, GIF (first frame) and still WebP are read by extension (``.jpg .jpeg
 .png .bmp .gif .webp``, any case); grayscale, palette and RGBA images become RGB (alpha
-is dropped).
+is dropped), and JPEGs are turned upright by their EXIF orientation.
+
+Symbolic links are followed, each real file and folder once: a link to a folder already
+scanned (``loop -> .``, or a second link to one folder) is skipped, and a file reached
+twice counts once (the first path, in sorted order), so no image is in both the training
+and the validation split. A class folder that is a link to ``data_dir`` or to another
+class folder is not a class.
 
 Every candidate file is decoded once at load time (``tf.io.decode_image``, the decoder the
 pipeline uses, on a thread pool). Files that are empty, unreadable, truncated, not images,
@@ -31,6 +38,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_effnet.data import transforms
 from keras_effnet.data.base import IndexedSource, logger
 from keras_effnet.data.seeding import string_key, stratified_split
 
@@ -60,12 +68,17 @@ def check_image_file(path: str) -> str | None:
     if not data:
         return "empty file (0 bytes)"
     try:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = _decode(tf.constant(data))
     except tf.errors.OpError as error:
         return f"cannot decode: {_clean_error(error)}"
     if image.shape[0] == 0 or image.shape[1] == 0:
         return f"image has no pixels (shape {tuple(image.shape)})"
     return None
+
+
+# The decode training uses (first GIF frame, EXIF orientation), traced once.
+_decode = tf.function(transforms.decode_rgb, input_signature=[tf.TensorSpec([], tf.string)],
+                      autograph=False)
 
 
 def _list_dir(path: str) -> tuple[list[str], list[str]]:
@@ -79,12 +92,69 @@ def _list_dir(path: str) -> tuple[list[str], list[str]]:
     return dirs, files
 
 
-def _class_files(class_dir: str) -> list[str]:
-    found = []
-    for root, dirs, files in tf.io.gfile.walk(class_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+def _real(path: str) -> str:
+    """The path with every symlink resolved (remote paths have none)."""
+    return path if "://" in path else os.path.realpath(path)
+
+
+class _Seen:
+    """Real paths of the folders and files one scan has visited, each used once, and of
+    the folders that are not scanned through a link (the data folder, its split folders
+    and every class folder)."""
+
+    def __init__(self, roots: list[str]) -> None:
+        self.dirs: dict[str, str] = {}
+        self.files: dict[str, str] = {}
+        self.roots = {_real(r) for r in roots}
+
+
+def _class_files(class_dir: str, seen: _Seen, skipped: list) -> list[str]:
+    """Files under ``class_dir`` in sorted depth-first order, each real folder and file
+    once (repeats, loops included, are listed in ``skipped``)."""
+    found, stack = [], [class_dir]
+    while stack:
+        folder = stack.pop()
+        real = _real(folder)
+        if folder != class_dir and real in seen.roots:
+            skipped.append((folder, "a symbolic link to the data folder or a class "
+                                    "folder; not scanned"))
+            continue
+        if real in seen.dirs:
+            skipped.append((folder, f"folder already scanned as {seen.dirs[real]} (a "
+                                    "symbolic link to it); not scanned again"))
+            continue
+        seen.dirs[real] = folder
+        dirs, files = _list_dir(folder)
+        for name in files:
+            path = os.path.join(folder, name)
+            real_file = _real(path)
+            if real_file in seen.files:
+                skipped.append((path, f"same file as {seen.files[real_file]} (a symbolic "
+                                      "link); counted once"))
+                continue
+            seen.files[real_file] = path
+            found.append(path)
+        stack.extend(os.path.join(folder, d) for d in reversed(dirs))
     return found
+
+
+def _class_names(root: str, skipped: list) -> list[str]:
+    """The class folders of ``root``: sorted sub-folders, less those that are links to
+    ``root`` itself or to an earlier class folder. Line breaks in a name are refused."""
+    names, reals = [], {_real(root)}
+    for name in _list_dir(root)[0]:
+        real = _real(os.path.join(root, name))
+        if real in reals:
+            skipped.append((os.path.join(root, name), "a symbolic link to the data folder "
+                                                      "or to another class folder; not a class"))
+            continue
+        if name.splitlines() != [name]:
+            raise ValueError(f"Class folder {os.path.join(root, name)!r} has a line break "
+                             "in its name; rename it (class names are written one per line "
+                             "in labels.txt and read so by TF-Serving).")
+        reals.add(real)
+        names.append(name)
+    return names
 
 
 class FolderSource(IndexedSource):
@@ -109,19 +179,26 @@ class FolderSource(IndexedSource):
         if split_layout:
             train_root = os.path.join(self.data_dir, "train")
             val_root = os.path.join(self.data_dir, split_dir)
-            self.class_names = _list_dir(train_root)[0]
-            candidates = self._candidates(train_root, skipped, "train")
+            self.class_names = _class_names(train_root, skipped)
             val_classes, val_loose = _list_dir(val_root)
+            seen = _Seen([self.data_dir, train_root, val_root]
+                         + [os.path.join(r, c) for r, names in ((train_root, self.class_names),
+                                                                (val_root, val_classes))
+                            for c in names])
+            candidates = self._candidates(train_root, skipped, "train", seen)
             skipped += [(os.path.join(val_root, f), "not inside a class sub-folder")
                         for f in val_loose]
             for name in val_classes:
                 if name not in self.class_names:
                     skipped += [(p, f"class folder {name!r} is not in train/")
-                                for p in _class_files(os.path.join(val_root, name))]
-            candidates += self._candidates(val_root, skipped, "val")
+                                for p in _class_files(os.path.join(val_root, name), seen,
+                                                      skipped)]
+            candidates += self._candidates(val_root, skipped, "val", seen)
         else:
-            self.class_names = subdirs
-            candidates = self._candidates(self.data_dir, skipped, None)
+            self.class_names = _class_names(self.data_dir, skipped)
+            seen = _Seen([self.data_dir] + [os.path.join(self.data_dir, c)
+                                            for c in self.class_names])
+            candidates = self._candidates(self.data_dir, skipped, None, seen)
         if not self.class_names:
             raise ValueError(
                 f"No class sub-folders in {self.data_dir!r}. Expected one folder of images "
@@ -150,14 +227,14 @@ class FolderSource(IndexedSource):
         self._finish_split()
         self._report()
 
-    def _candidates(self, root: str, skipped: list, split: str | None
+    def _candidates(self, root: str, skipped: list, split: str | None, seen: _Seen
                     ) -> list[tuple[str, int, str | None]]:
         out = []
         for label, name in enumerate(self.class_names):
             class_dir = os.path.join(root, name)
             if not tf.io.gfile.isdir(class_dir):
                 continue
-            for path in _class_files(class_dir):
+            for path in _class_files(class_dir, seen, skipped):
                 ext = os.path.splitext(path)[1].lower()
                 if ext in IMAGE_EXTENSIONS:
                     out.append((path, label, split))
