@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from keras_effnet import spec as spec_lib
 from keras_effnet.blocks import Ops, dense_initializer, fused_mbconv, mbconv
+from keras_effnet.profile import check_buildable
 from keras_effnet.variants import Variant, resolve_variant
 
 __all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
@@ -98,6 +99,9 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
     variant = resolve_variant(name_or_arch, arch=arch, base=base, dropout=dropout,
                               drop_path_rate=drop_path_rate, width=width, depth=depth)
     _check_arguments(include_top, weights, pooling, classes, input_shape)
+    # Sizes that cannot be built in memory are refused from the arithmetic, in
+    # milliseconds, before Keras starts allocating (or hangs on a million blocks).
+    check_buildable(variant, classes=classes, include_top=include_top)
     input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
 
     ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)

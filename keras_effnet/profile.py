@@ -13,9 +13,14 @@ import dataclasses
 from typing import Sequence
 
 from keras_effnet import spec as spec_lib
-from keras_effnet.variants import Variant, get_variant, resolve_variant
+from keras_effnet.variants import Variant, count, get_variant, resolve_variant, size_error
 
-__all__ = ["Profile", "profile", "scale_to_macs"]
+__all__ = ["Profile", "profile", "scale_to_macs", "check_buildable", "MAX_PARAMS"]
+
+# Parameters a buildable network may have: about twice efficientnet-l2's 481 million
+# (4 GB of float32 weights before any optimizer state). Larger requests (a typo in width,
+# a block string with a huge r or i/o) are refused before Keras allocates anything.
+MAX_PARAMS = 1_000_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +119,23 @@ def profile(name_or_arch: str | Variant | Sequence[str | spec_lib.BlockSpec],
     return Profile(name=variant.name, params=c.params, trainable_params=c.trainable,
                    macs=c.macs, image_size=size, blocks=len(blocks), classes=classes,
                    include_top=include_top)
+
+
+def check_buildable(variant: Variant, classes: int = 1000, include_top: bool = True
+                    ) -> Profile:
+    """:func:`profile` of ``variant``, or :class:`~keras_effnet.errors.ConfigError` when
+    it cannot be built in memory: more than :data:`~keras_effnet.variants.MAX_BLOCKS`
+    blocks (field ``depth``) or :data:`MAX_PARAMS` parameters (field ``width``). Pure
+    Python: milliseconds, whatever the sizes asked for."""
+    result = profile(variant, image_size=max(8, min(variant.eval_size, 1024)),
+                     classes=classes, include_top=include_top)
+    if result.params > MAX_PARAMS:
+        raise size_error(variant, f"{count(result.params)} parameters "
+                         f"({count(result.params * 4 // 10 ** 9)} GB of float32 weights)",
+                         f"{MAX_PARAMS:,}", "efficientnet-l2 has 481,399,996", "width",
+                         "filters", max(max(b.input_filters, b.output_filters)
+                                        for b in variant.block_specs))
+    return result
 
 
 def scale_to_macs(base: str | Variant, target_macs: float, *, alpha: float = 1.2,

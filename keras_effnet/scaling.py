@@ -29,10 +29,13 @@ def round_filters(filters: int, width: float = 1.0, divisor: int = 8, rule: str 
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}. Received: rule={rule!r}")
-    if width <= 0 or divisor <= 0:
-        raise ValueError(f"width and divisor must be > 0. Received: width={width}, "
-                         f"divisor={divisor}")
+    if not (width > 0 and math.isfinite(width)) or divisor <= 0:
+        raise ValueError(f"width must be a finite number > 0 and divisor > 0. "
+                         f"Received: width={width}, divisor={divisor}")
     scaled = filters * width
+    if not math.isfinite(scaled):
+        raise ValueError(f"width={width} scales {filters} filters past any float. "
+                         f"Received: width={width}")
     floor = min_depth or divisor
     new = max(floor, int(scaled + divisor / 2) // divisor * divisor)
     if rule == "v1" and new < 0.9 * scaled:
@@ -42,8 +45,8 @@ def round_filters(filters: int, width: float = 1.0, divisor: int = 8, rule: str 
 
 def round_repeats(repeats: int, depth: float = 1.0) -> int:
     """Scales a stage's repeat count by ``depth``, rounding up (never to zero)."""
-    if depth <= 0:
-        raise ValueError(f"depth must be > 0. Received: depth={depth}")
+    if not (depth > 0 and math.isfinite(depth * repeats)):
+        raise ValueError(f"depth must be a finite number > 0. Received: depth={depth}")
     return int(math.ceil(depth * repeats))
 
 

@@ -14,15 +14,20 @@ Block strings, coefficients and recipe fields are the official ones (docs/refere
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 from keras_effnet import spec as spec_lib
-from keras_effnet.scaling import ScaledBlock, expand_stages, round_filters
+from keras_effnet.errors import ConfigError
+from keras_effnet.scaling import ScaledBlock, expand_stages, round_filters, round_repeats
 
 __all__ = ["Variant", "get_variant", "list_models", "VARIANTS", "custom_variant",
            "resolve_variant", "is_arch_string"]
 
 PREPROCESSING = ("imagenet", "symmetric", "lite", "none")
+# Blocks a network may have once depth-scaled: ten times V2-XL's 100. Beyond it a model
+# takes minutes (a million repeats: hours) to build and profile, so it is refused first.
+MAX_BLOCKS = 1000
 
 _V1_BLOCKS = (
     "r1_k3_s1_e1_i32_o16_se0.25", "r2_k3_s2_e6_i16_o24_se0.25",
@@ -96,8 +101,10 @@ class Variant:
         if self.rounding not in ("v1", "v2"):
             raise ValueError(f"rounding must be 'v1' or 'v2'. Received: {self.rounding!r}")
         for field in ("width", "depth"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"{field} must be > 0. Received: {field}={getattr(self, field)}")
+            value = getattr(self, field)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{field} must be a finite number > 0. "
+                                  f"Received: {field}={value}", field)
         for field in ("dropout", "drop_path_rate"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ValueError(f"{field} must be in [0, 1). "
@@ -136,9 +143,25 @@ class Variant:
             return self.head_filters
         return round_filters(self.head_filters, self.width, rule=self.rounding)
 
+    def _fixed_repeats(self) -> tuple[int, ...]:
+        return (0, len(self.blocks) - 1) if self.fix_stem_head else ()
+
+    def num_blocks(self) -> int:
+        """How many blocks the scaled network has (counted, not built)."""
+        fixed = self._fixed_repeats()
+        return sum(b.repeats if i in fixed else round_repeats(b.repeats, self.depth)
+                   for i, b in enumerate(self.block_specs))
+
     def scaled_blocks(self) -> tuple[ScaledBlock, ...]:
+        """Every block after scaling. Raises :class:`~keras_effnet.errors.ConfigError`
+        (field ``depth``) past :data:`MAX_BLOCKS`, before making any."""
+        blocks = self.num_blocks()
+        if blocks > MAX_BLOCKS:
+            raise size_error(self, f"{count(blocks)} blocks", f"{MAX_BLOCKS:,}",
+                             "efficientnetv2-xl has 100", "depth", "repeats",
+                             max(b.repeats for b in self.block_specs))
         specs = self.block_specs
-        fixed = (0, len(specs) - 1) if self.fix_stem_head else ()
+        fixed = self._fixed_repeats()
         blocks = list(expand_stages(specs, self.width, self.depth, self.rounding,
                                     use_se=self.use_se, fixed_repeats=fixed))
         # The first block reads the stem. They agree everywhere except lite, whose stem
@@ -150,6 +173,26 @@ class Variant:
         """automl / tpu rule: ``rate * idx / total`` over the blocks after scaling."""
         total = len(self.scaled_blocks())
         return tuple(self.drop_path_rate * i / total for i in range(total))
+
+
+def count(n: int) -> str:
+    """A count for a message: ``1,234,567``, or ``1.23e+45`` when absurdly large."""
+    return f"{n:,}" if n < 10 ** 15 else f"{float(n):.3g}"
+
+
+def size_error(variant: Variant, amount: str, limit: str, reference: str, multiplier: str,
+               token: str, largest: int) -> ConfigError:
+    """The error for a network past a size limit, naming what to lower: ``multiplier``
+    (``depth`` or ``width``) when it scales the network up, else the block strings'
+    ``token`` (``repeats``, ``filters``), of which ``largest`` is the largest."""
+    scale = getattr(variant, multiplier)
+    if scale > 1:
+        fix, field, received = f"lower {multiplier}", multiplier, f"{multiplier}={scale:g}"
+    else:
+        fix, field, received = (f"lower the {token} of the block strings", "model",
+                                f"{token}={count(largest)}")
+    return ConfigError(f"{variant.name} would have {amount}, more than the limit of {limit} "
+                       f"({reference}); {fix}. Received: {received}", field)
 
 
 def _v1(name, width, depth, size, dropout, top1, params, macs):
