@@ -303,3 +303,109 @@ def fuzz_serving(serve: Callable[[bytes], Any], inputs: Iterable[tuple[str, byte
     counts["crash_types"] = crash_types
     counts["examples"] = examples[:10]
     return counts
+
+
+# --- hostile requests (issue 16) ----------------------------------------------------------
+
+def _patched(data: bytes, offset: int, value: bytes) -> bytes:
+    return data[:offset] + value + data[offset + len(value):]
+
+
+def hostile_serving_inputs(seed: int = 0) -> list[tuple[str, bytes, str]]:
+    """``(what, body, expected)`` requests built to get past a pixel budget of a few
+    hundred thousand pixels or to keep a parser busy; ``expected`` is ``answered`` or
+    ``refused``. Sizes a check could read wrongly (a GIF's screen vs its frames, forged
+    JPEG / PNG / BMP / WebP headers) and structures that are valid but adversarial."""
+    import struct
+
+    rng = random.Random(seed)
+    photo = photo_crop(rng, 48, 32)
+    jpeg, webp = encode(photo, "JPEG"), bytearray(encode(photo, "WEBP", lossless=True))
+    sof = jpeg.index(b"\xff\xc0") + 5
+    small = gif_bytes((8, 8), [(0, 0, 8, 8, 1)])
+    frames = [photo, photo.transpose(0)]
+    animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    bmp = encode(photo, "BMP")
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    return [
+        ("GIF: 1x1 screen around a 4000x4000 frame",
+         gif_bytes((1, 1), [(0, 0, 4000, 4000, 1)]), "refused"),
+        ("GIF: 65535x65535 frame descriptor, no pixels",
+         gif_bytes((8, 8), [(0, 0, 65535, 65535, None)]), "refused"),
+        ("GIF: 65535x65535 screen around an 8x8 frame",
+         gif_bytes((65535, 65535), [(0, 0, 8, 8, 1)]), "answered"),
+        ("GIF: 10x10 first frame, 4000x4000 second frame",
+         gif_bytes((10, 10), [(0, 0, 10, 10, 1), (0, 0, 4000, 4000, 0)]), "answered"),
+        ("GIF: 1 MB comment in uneven 1-9 byte sub-blocks",
+         small[:19] + gif_comment(b"x" * 1_000_000, [1, 5, 2, 9, 3]) + small[19:], "refused"),
+        ("GIF: cut inside its first frame", gif_bytes((64, 64), [(0, 0, 64, 64, 1)])[:28],
+         "refused"),
+        ("PNG: IHDR claims 100000x100000", _png_header_only(100_000, 100_000), "refused"),
+        ("JPEG: frame header claims 60000x60000",
+         _patched(jpeg, sof, struct.pack(">HH", 60000, 60000)), "refused"),
+        ("BMP: header claims 50000x50000",
+         _patched(bmp, 18, struct.pack("<ii", 50000, 50000))[:200], "refused"),
+        ("WebP: VP8L header claims 16384x16384",
+         _patched(bytes(webp), 21, struct.pack("<I", 16383 | (16383 << 14))), "refused"),
+        ("WebP: animated", animated, "refused"),
+        ("WebP: still, with alpha", encode(photo.convert("RGBA"), "WEBP"), "answered"),
+        ("JPEG: EXIF orientation 6 (a phone photo)", encode(photo, "JPEG", exif=exif),
+         "answered"),
+    ]
+
+
+def hostile_serving(serve: Callable[..., Any], predict: Callable[..., Any],
+                    max_pixels: int, slow_s: float = 10.0, memory_mb: float = 32.0
+                    ) -> dict[str, Any]:
+    """Sends :func:`hostile_serving_inputs` one by one to ``serve`` (``serving_default``),
+    then a batch with one bad image and NaN pixels to ``predict`` (``predict_images``),
+    and counts: ``crashed`` (not a clean ``InvalidArgumentError``), ``hangs`` (slower
+    than ``slow_s``), ``past_budget`` (the process's peak memory grew by more than
+    ``memory_mb`` on one request: a decode past ``max_pixels``), ``unexpected`` (answered
+    when it should be refused, or the reverse, or an error not naming the image)."""
+    import resource
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    good = encode(photo_crop(random.Random(1), 40, 40), "PNG")
+    cases = [(what, lambda body=body: serve(image_bytes=tf.constant([body])), expected, None)
+             for what, body, expected in hostile_serving_inputs()]
+    cases.append(("batch of 3, the second not an image",
+                  lambda: serve(image_bytes=tf.constant([good, b"not an image", good])),
+                  "refused", "image_bytes[1]"))
+    nan = np.full((2, 32, 32, 3), 100.0, np.float32)
+    nan[1, 0, 0, 0] = np.nan
+    cases.append(("predict_images: NaN in the second image",
+                  lambda: predict(images=tf.constant(nan)), "refused", "images[1]"))
+    serve(image_bytes=tf.constant([good]))  # traced and warm before measuring
+    rows, counts = [], {"tried": 0, "crashed": 0, "hangs": 0, "past_budget": 0,
+                        "unexpected": 0}
+    for what, call, expected, names in cases:
+        before, started = peak_mb(), time.perf_counter()
+        try:
+            call()
+            outcome, message = "answered", ""
+        except tf.errors.InvalidArgumentError as e:
+            # The line a client reads: the assertion, not TensorFlow's frame around it.
+            lines = [line for line in e.message.splitlines() if line.strip()
+                     and not line.startswith("Graph execution") and "{{node" not in line]
+            outcome, message = "refused", (lines or [e.message])[0]
+        except Exception as e:  # noqa: BLE001 - counting exactly these is the point
+            outcome, message = "crashed", f"{type(e).__name__}: {e}"
+        seconds, grew = time.perf_counter() - started, peak_mb() - before
+        wrong = outcome != expected or (names is not None and names not in message)
+        counts["tried"] += 1
+        counts["crashed"] += outcome == "crashed"
+        counts["hangs"] += seconds > slow_s
+        counts["past_budget"] += grew > memory_mb
+        counts["unexpected"] += wrong and outcome != "crashed"
+        rows.append({"request": what, "expected": expected, "outcome": outcome,
+                     "seconds": round(seconds, 3), "peak_memory_growth_mb": round(grew, 1),
+                     "message": message.split("\n")[0][:200]})
+    return {**counts, "max_pixels": max_pixels, "requests": rows}

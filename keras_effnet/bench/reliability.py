@@ -1,5 +1,6 @@
-"""Reliability checks that need files or processes: a messy image folder, and training
-killed with SIGKILL then resumed. (The fuzzers are in :mod:`keras_effnet.bench.fuzz`.)
+"""Reliability checks that need files or processes: a messy image folder, training
+killed with SIGKILL then resumed, and unlucky disks and misleading inputs around a run
+(:func:`hostile_files`). (The fuzzers are in :mod:`keras_effnet.bench.fuzz`.)
 
 Everything is seeded (the same files and kill points on every run); the runners report
 outcomes instead of asserting.
@@ -7,6 +8,7 @@ outcomes instead of asserting.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import random
@@ -21,7 +23,7 @@ from typing import Any
 
 from keras_effnet.bench.photos import encode, photo_crop
 
-__all__ = ["TINY_ARCH", "seed_image_folder", "kill_and_resume"]
+__all__ = ["TINY_ARCH", "seed_image_folder", "kill_and_resume", "hostile_files"]
 
 # Two tiny stages (~25k parameters at 10 classes): trains at 8-16 px in seconds.
 TINY_ARCH = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
@@ -213,3 +215,190 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
         "final_tail": final_run["tail"][-2000:] if final_run["returncode"] else "",
         "uninterrupted_tail": reference.stderr[-2000:] if reference.returncode else "",
     }
+
+
+# --- hostile files, runs and requests (issue 16) ------------------------------------------
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def hostile_files(work_dir: str | os.PathLike, slow_s: float = 30.0) -> dict[str, Any]:
+    """Unlucky disks and misleading inputs around a run, each checked for the expected
+    clean refusal or recovery; counts ``crashed`` (another exception, or the wrong
+    outcome), ``hangs`` (slower than ``slow_s``), ``partial_files`` (a file left
+    half-written, or a temporary left behind) and ``lost_files`` (a file the user had,
+    changed or gone)."""
+    import contextlib
+    import resource
+    import signal
+
+    import numpy as np
+
+    import keras_effnet
+    from keras_effnet.bench.photos import encode, photo_crop
+    from keras_effnet.data import FolderSource
+    from keras_effnet.errors import ConfigError
+    from keras_effnet.export import serving_config
+    from keras_effnet.export.config import ExportConfig
+    from keras_effnet.run_dir import RunConfig, RunDir, RunDirError
+    from keras_effnet.train.checkpointing import Checkpointer
+
+    work = Path(work_dir)
+    rng = random.Random(0)
+
+    @contextlib.contextmanager
+    def disk_full(limit: int):
+        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, previous)
+
+    def full_disk_save(root):
+        run = RunDir(root)
+        run.save_model(keras_effnet.build(TINY_ARCH, classes=10))
+        kept = run.final_model_path.read_bytes()
+        with disk_full(20_000):
+            try:
+                run.save_model(keras_effnet.build(TINY_ARCH, classes=10))
+            except RunDirError:
+                pass
+        return _files(root) == {"final_model.keras": kept}, 0
+
+    def damaged_checkpoint(root):
+        import tensorflow as tf
+        variable = tf.Variable(np.zeros(64, np.float32))
+        saver = Checkpointer(str(root), {"v": variable})
+        first = saver.save()
+        variable.assign(np.ones(64, np.float32))
+        second = saver.save()
+        data = Path(second + ".data-00000-of-00001")
+        data.write_bytes(data.read_bytes()[:40])
+        restored = tf.Variable(np.full(64, 5.0, np.float32))
+        path = Checkpointer(str(root), {"v": restored}).restore_latest()
+        return path == first and float(restored.numpy()[0]) == 0.0, 0
+
+    def garbage_run_files(root):
+        run = RunDir(root)
+        root.mkdir(parents=True)
+        run.config_path.write_text("\n\x00 not json")
+        try:
+            run.read_config()
+        except RunDirError as e:
+            return str(run.config_path) in str(e) and "delete it" in str(e), 0
+        return False, 0
+
+    def resume_other_dataset(root):
+        run = RunDir(root)
+        config = RunConfig(model="m", variant={}, dataset="folder", num_classes=2,
+                           class_names=("cat", "dog"), eval_image_size=16)
+        run.write_config(config)
+        before = _files(root)
+        try:
+            run.check_resume(dataclasses.replace(config, class_names=("apple", "pear")))
+            return False, 0
+        except RunDirError:
+            return True, len(set(before.items()) - set(_files(root).items()))
+
+    def model_dir_is_a_file(root):
+        root.mkdir(parents=True)
+        (root / "notes.txt").write_text("mine")
+        try:
+            RunDir(root / "notes.txt").check_writable()
+            return False, 0
+        except RunDirError:
+            return (root / "notes.txt").read_text() == "mine", 0
+
+    def broken_models_config(root):
+        (root / "cats" / "1").mkdir(parents=True)
+        (root / str(2 ** 63 + 1)).mkdir()  # a version directory past int64, elsewhere
+        broken = b'model_config_list { config { name: "mine" colour: "red" } }\n'
+        (root / "models.config").write_bytes(broken)
+        import warnings
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            serving_config.update_models_config(root)
+        backups = list(root.glob("models.config.broken-*"))
+        return bool(backups), 0 if backups and backups[0].read_bytes() == broken else 1
+
+    def versions_at_once(root):
+        bases = [root / "saved_models", root / "tflite"]
+        with serving_config.reserve_version(bases, "m") as a:
+            with serving_config.reserve_version(bases, "m") as b:
+                return (a, b) == (1, 2), 0
+
+    def bad_request_values(root):
+        refused = 0
+        for kwargs in ({"model_name": "abc\n"}, {"version": 2 ** 63}):
+            try:
+                ExportConfig(model="efficientnet-lite0", **kwargs)
+            except ConfigError:
+                refused += 1
+        for kwargs in ({"depth": 1e6}, {"width": float("inf")}):
+            try:
+                keras_effnet.build("efficientnet-b0", **kwargs)
+            except ConfigError:
+                refused += 1
+        return refused == 4, 0
+
+    def symlink_loops(root):
+        for label in ("cats", "dogs"):
+            (root / label).mkdir(parents=True)
+            for i in range(6):
+                (root / label / f"{i}.png").write_bytes(
+                    encode(photo_crop(rng, 16, 16), "PNG"))
+        os.symlink(".", root / "cats" / "loop")
+        os.symlink("..", root / "dogs" / "up")
+        source = FolderSource(str(root))
+        return source.num_train + source.num_val == 12, 0
+
+    def line_break_class(root):
+        for label in ("cats", "do\ngs"):
+            (root / label).mkdir(parents=True)
+            (root / label / "0.png").write_bytes(encode(photo_crop(rng, 16, 16), "PNG"))
+        try:
+            FolderSource(str(root))
+            return False, 0
+        except ValueError:
+            return True, 0
+
+    cases = [("final_model.keras save on a full disk", full_disk_save),
+             ("newest checkpoint truncated", damaged_checkpoint),
+             ("config.json garbage", garbage_run_files),
+             ("resume with another dataset's class names", resume_other_dataset),
+             ("model_dir is a file", model_dir_is_a_file),
+             ("models.config with an unknown field; a version dir past int64",
+              broken_models_config),
+             ("two exports reserve versions at once", versions_at_once),
+             ("model_name with a newline, version 2**63, depth 1e6, width inf",
+              bad_request_values),
+             ("image folder with symlink loops", symlink_loops),
+             ("class folder with a newline in its name", line_break_class)]
+    rows, counts = [], {"tried": 0, "crashed": 0, "hangs": 0, "partial_files": 0,
+                        "lost_files": 0}
+    for i, (what, case) in enumerate(cases):
+        root = work / f"case{i}"
+        started = time.perf_counter()
+        try:
+            ok, lost = case(root)
+            error = "" if ok else "wrong outcome"
+        except Exception as e:  # noqa: BLE001 - counting exactly these is the point
+            ok, lost, error = False, 0, f"{type(e).__name__}: {str(e)[:160]}"
+        seconds = time.perf_counter() - started
+        partial = [p for p in (root.rglob(".*") if root.exists() else [])
+                   if p.is_file() and not p.name.startswith((".export.lock", ".reserved"))
+                   and p.suffix not in (".lock",)]
+        counts["tried"] += 1
+        counts["crashed"] += not ok
+        counts["hangs"] += seconds > slow_s
+        counts["partial_files"] += len(partial)
+        counts["lost_files"] += lost
+        rows.append({"case": what, "ok": ok, "seconds": round(seconds, 2),
+                     "partial_files": [str(p.relative_to(root)) for p in partial],
+                     "error": error})
+    return {**counts, "cases": rows}

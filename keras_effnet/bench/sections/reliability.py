@@ -1,5 +1,6 @@
 """Reliability: training killed with SIGKILL and resumed, fuzzed serving requests and
-block strings, a messy image folder (run with the reliability switch)."""
+block strings, a messy image folder, hostile requests and unlucky disks (run with the
+reliability switch)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from keras_effnet.bench.sections.steps import clear_session
 if TYPE_CHECKING:
     from keras_effnet.bench.config import BenchConfig
 
-__all__ = ["SECTION", "run", "serving_fuzz"]
+__all__ = ["SECTION", "run", "serving_fuzz", "serving_hostile"]
 
 
 def serving_fuzz(cfg: BenchConfig, out: Path) -> dict[str, Any]:
@@ -37,6 +38,26 @@ def serving_fuzz(cfg: BenchConfig, out: Path) -> dict[str, Any]:
         result = fuzz.fuzz_serving(lambda body: serve(image_bytes=body), inputs)
     result["max_pixels"] = max_pixels
     return result
+
+
+def serving_hostile(cfg: BenchConfig, out: Path) -> dict[str, Any]:
+    """Hostile requests (:func:`keras_effnet.bench.fuzz.hostile_serving`) through a tiny
+    model's signatures, in a child process: its peak memory is what they are measured
+    by, and a crash there is counted, not fatal to the benchmark."""
+    import tensorflow as tf
+
+    import keras_effnet
+    from keras_effnet.bench import fuzz, reliability
+    from keras_effnet.export.saved_model import export_saved_model
+
+    max_pixels = 250_000
+    model = keras_effnet.build(reliability.TINY_ARCH, classes=10)
+    with tempfile.TemporaryDirectory() as work:
+        export = export_saved_model(model, Path(work) / "models", model_name="hostile",
+                                    image_size=32, warmup=False, max_pixels=max_pixels)
+        loaded = tf.saved_model.load(str(export.path))
+        return fuzz.hostile_serving(loaded.signatures["serving_default"],
+                                    loaded.signatures["predict_images"], max_pixels)
 
 
 def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
@@ -127,6 +148,21 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                                f"{'completed' if f['training_completed'] else 'FAILED'}",
                      "goal": "bad skipped, odd modes kept; run completes",
                      "ok": not mismatches and f["training_completed"]})
+        # (e) hostile requests, in a child process (its peak memory measures them)
+        hostile = run_in_child(serving_hostile, cfg, out)
+        result["hostile_requests"] = hostile
+        rows.append(_hostile_row(
+            "(e) hostile requests: GIF frames larger than their screen, second frames, "
+            "tiny sub-blocks; forged JPEG / PNG / BMP / WebP sizes; a bad image in a batch; "
+            "NaN pixels", hostile, "past_budget", "decoded past the budget"))
+        # (f) unlucky disks and misleading inputs around a run
+        files = reliability.hostile_files(Path(work) / "hostile")
+        result["hostile_files"] = files
+        rows.append(_hostile_row(
+            "(f) full disk on save, damaged checkpoint and config.json, resume with other "
+            "classes, model_dir a file, broken models.config, versions past int64 or at "
+            "once, absurd sizes, symlink loops, line breaks in class names", files,
+            "partial_files", "partial files"))
     result["columns"] = [("check", "check"), ("result", "result"), ("goal", "goal"),
                          ("ok", "meets goal")]
     result["rows"] = rows
@@ -137,8 +173,28 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                        "from (can undercount by a step: the bar refreshes every 50 ms). "
                        "(b) SavedModel of a tiny model with max_pixels=250,000; errored "
                        "cleanly = tf.errors.InvalidArgumentError, crashed = anything else or "
-                       "non-finite / non-normalised output."]
+                       "non-finite / non-normalised output. (e) the same model with "
+                       "max_pixels=250,000; decoded past the budget = the process's peak "
+                       "memory grew by more than 32 MB on one request; a hang = over 10 s. "
+                       "(f) a full disk is RLIMIT_FSIZE; partial files = temporaries or "
+                       "half-written files left; files lost = a file the user had that "
+                       "changed or went."]
     return result
+
+
+def _hostile_row(check: str, found: dict[str, Any], key: str, what: str) -> dict[str, Any]:
+    """A table row for a hostile set: tried, crashes, hangs, ``key`` (requests decoded
+    past the budget, or partial files) and files lost, against a goal of 0 each."""
+    if found.get("error"):
+        return {"check": check, "result": f"process failed: {found['error'][:200]}",
+                "goal": "0 crashes, hangs, " + what, "ok": False}
+    bad = {"crashes": found["crashed"], "hangs": found["hangs"], what: found[key],
+           "files lost": found.get("lost_files", 0),
+           "unexpected outcomes": found.get("unexpected", 0)}
+    return {"check": check,
+            "result": f"{found['tried']} tried: " + ", ".join(f"{n} {k}"
+                                                             for k, n in bad.items()),
+            "goal": f"0 crashes, hangs, {what}, files lost", "ok": not any(bad.values())}
 
 
 def _pct(value: float | None) -> str:
