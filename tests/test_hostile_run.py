@@ -2,16 +2,14 @@
 another dataset, a disk that fills while the model is saved, damaged checkpoints and
 run files, a model_dir that is a file or cannot be written."""
 
-import contextlib
 import os
-import resource
-import signal
 
 import numpy as np
 import pytest
 from test_export_support import tiny_model
 from test_trainer_support import ArraySource, tiny_config
 
+from keras_effnet.bench.reliability import disk_full
 from keras_effnet.errors import ConfigError
 from keras_effnet.run_dir import RunConfig, RunDir, RunDirError
 
@@ -52,34 +50,21 @@ def test_resuming_with_another_dataset_is_refused_and_config_json_kept(tmp_path)
     assert (tmp_path / "config.json").read_bytes() == written
 
 
-@contextlib.contextmanager
-def _disk_full_after(limit_bytes):
-    """Writes past ``limit_bytes`` per file fail with EFBIG, as on a full disk."""
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 def test_a_full_disk_while_saving_the_model_leaves_no_partial_file(tmp_path):
     run, model = RunDir(tmp_path / "run"), tiny_model(size=None)
-    with _disk_full_after(20_000):
+    with disk_full(20_000):
         with pytest.raises(RunDirError, match="cannot write .*final_model.keras.*rerun the "
                                               "training command"):
             run.save_model(model)
     assert os.listdir(run.path) == []  # neither the model nor a temporary file
     run.save_model(model)
     saved = run.final_model_path.read_bytes()
-    with _disk_full_after(20_000):
+    with disk_full(20_000):
         with pytest.raises(RunDirError):
             run.save_model(model)
     assert os.listdir(run.path) == ["final_model.keras"]
     assert run.final_model_path.read_bytes() == saved  # the previous file, untouched
-    with _disk_full_after(10):
+    with disk_full(10):
         with pytest.raises(OSError):
             run.write_labels(["a" * 20, "b"])
     assert not run.labels_path.exists() and os.listdir(run.path) == ["final_model.keras"]

@@ -392,10 +392,9 @@ def hostile_serving(serve: Callable[..., Any], predict: Callable[..., Any],
             call()
             outcome, message = "answered", ""
         except tf.errors.InvalidArgumentError as e:
-            # The line a client reads: the assertion, not TensorFlow's frame around it.
-            lines = [line for line in e.message.splitlines() if line.strip()
-                     and not line.startswith("Graph execution") and "{{node" not in line]
-            outcome, message = "refused", (lines or [e.message])[0]
+            # What a client reads: the assertion, not TensorFlow's frame around it.
+            found = re.search(r"assertion failed: \[(.*)\]", e.message)
+            outcome, message = "refused", found.group(1) if found else e.message
         except Exception as e:  # noqa: BLE001 - counting exactly these is the point
             outcome, message = "crashed", f"{type(e).__name__}: {e}"
         seconds, grew = time.perf_counter() - started, peak_mb() - before

@@ -8,6 +8,7 @@ outcomes instead of asserting.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -19,11 +20,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from keras_effnet.bench.photos import encode, photo_crop
 
-__all__ = ["TINY_ARCH", "seed_image_folder", "kill_and_resume", "hostile_files"]
+__all__ = ["TINY_ARCH", "seed_image_folder", "kill_and_resume", "disk_full", "hostile_files"]
 
 # Two tiny stages (~25k parameters at 10 classes): trains at 8-16 px in seconds.
 TINY_ARCH = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
@@ -224,16 +225,28 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+@contextlib.contextmanager
+def disk_full(limit_bytes: int) -> Iterator[None]:
+    """Inside the block, writing a file past ``limit_bytes`` fails with ``OSError``
+    (EFBIG) as on a full disk (``RLIMIT_FSIZE``, its signal ignored); restored after."""
+    import resource
+
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
 def hostile_files(work_dir: str | os.PathLike, slow_s: float = 30.0) -> dict[str, Any]:
     """Unlucky disks and misleading inputs around a run, each checked for the expected
     clean refusal or recovery; counts ``crashed`` (another exception, or the wrong
     outcome), ``hangs`` (slower than ``slow_s``), ``partial_files`` (a file left
     half-written, or a temporary left behind) and ``lost_files`` (a file the user had,
     changed or gone)."""
-    import contextlib
-    import resource
-    import signal
-
     import numpy as np
 
     import keras_effnet
@@ -247,17 +260,6 @@ def hostile_files(work_dir: str | os.PathLike, slow_s: float = 30.0) -> dict[str
 
     work = Path(work_dir)
     rng = random.Random(0)
-
-    @contextlib.contextmanager
-    def disk_full(limit: int):
-        previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-        try:
-            yield
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-            signal.signal(signal.SIGXFSZ, previous)
 
     def full_disk_save(root):
         run = RunDir(root)
