@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from keras_effnet.train import progressive as P
-from keras_effnet.train.progressive import Recipe, Stage, progressive_plan
+from keras_effnet.train.progressive import Recipe, Stage, progressive_plan, resolve_recipe
 
 AUTOML_SIZES = {
     # docs/reference.md §4: every sequence it lists, 4 stages.
@@ -94,7 +94,8 @@ def test_paper_mode_for_a_variant_outside_table6_ramps_to_its_recipe():
 
 
 def test_custom_recipe_dict_and_min_image_size():
-    recipe = {"train_size": 64, "randaug": 8, "mixup": 0.3, "dropout": 0.25}
+    recipe = {"train_size": 64, "randaug": 8, "mixup": 0.3, "dropout": 0.25,
+              "reduction": 16}
     plan = progressive_plan(recipe, 12, stages=4, min_image_size=32)
     assert [(s.start_epoch, s.end_epoch, s.image_size) for s in plan] == [
         (0, 3, 40), (3, 6, 48), (6, 9, 56), (9, 12, 64)]
@@ -102,16 +103,39 @@ def test_custom_recipe_dict_and_min_image_size():
     assert _column(plan, "mixup_alpha") == pytest.approx([0, 0.1, 0.2, 0.3])
     assert _column(plan, "cutmix_alpha") == pytest.approx([0, 0.1, 0.2, 0.3])
     assert _column(plan, "dropout") == [0.25] * 4
-    paper = progressive_plan(Recipe(train_size=64, dropout=0.4), 12, stages=4, mode="paper",
-                             min_image_size=32)
+    paper = progressive_plan(Recipe(train_size=64, dropout=0.4, reduction=16), 12, stages=4,
+                             mode="paper", min_image_size=32)
     assert _column(paper, "image_size") == [32, 43, 53, 64]
     assert _column(paper, "dropout") == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
 
 def test_small_train_size_uses_half_as_ibase():
     # 128 would make images shrink; automl's fallback train_size / 2 is used instead.
-    plan = progressive_plan({"train_size": 64}, 4)
+    plan = progressive_plan({"train_size": 64, "reduction": 16}, 4)
     assert _column(plan, "image_size") == [40, 48, 56, 64]
+
+
+def test_first_size_keeps_a_2x2_final_feature_map():
+    # An EfficientNet reduces 32x: 64 px is the smallest usable first size.
+    assert _column(progressive_plan({"train_size": 128}, 4), "image_size") == \
+        [80, 96, 112, 128]  # the digits' main job: ibase 64 (= 128 / 2 = 2 * 32)
+    assert _column(progressive_plan({"train_size": 96}, 4), "image_size") == \
+        [72, 80, 88, 96]  # automl's fallback 48 is raised to 64
+    assert _column(progressive_plan({"train_size": 64}, 4), "image_size") == [64] * 4
+    assert _column(progressive_plan({"train_size": 48}, 2, stages=2), "image_size") == [48, 48]
+    with pytest.raises(ValueError, match="min_image_size must be >= 64: the network "
+                                         "reduces images 32x"):
+        progressive_plan({"train_size": 128}, 4, min_image_size=32)
+    # the reduction comes from the blocks: stem 2 x strides 1, 2 -> 4x, so 8 px is usable
+    from keras_effnet.variants import resolve_variant
+    tiny = resolve_variant("r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25")
+    assert resolve_recipe(tiny).reduction == 4
+    assert resolve_recipe("efficientnetv2-s").reduction == 32
+    assert resolve_recipe("efficientnet-b0").reduction == 32
+    # every official plan is unchanged (they start at 128 px or more)
+    for name in ("efficientnetv2-b0", "efficientnetv2-s", "efficientnetv2-m"):
+        for mode in ("automl", "paper"):
+            assert progressive_plan(name, 350, mode=mode)[0].image_size >= 128
 
 
 def test_variant_object_and_uneven_epochs():

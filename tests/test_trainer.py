@@ -218,8 +218,9 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
     trainer = Trainer(TrainConfig(model_dir=str(tmp_path)),
                       source=Digits(num_train=128, num_val=8, classes=10))
     assert trainer.variant.name == "efficientnetv2-b0-w0.5-d0.5"
-    assert [s.image_size for s in trainer.plan][-1] == 64
-    assert trainer.plan[0].image_size == 40 and trainer.eval_image_size == 64
+    # 128 px last, 64 px first (EfficientNets reduce 32x: a 2x2 final feature map)
+    assert [s.image_size for s in trainer.plan] == [80, 96, 112, 128]
+    assert trainer.eval_image_size == 128
     assert trainer.schedule_kwargs["base_lr"] == pytest.approx(0.004)
     assert trainer.schedule_kwargs["warmup_epochs"] == pytest.approx(1.2)  # 12 epochs / 10
     assert trainer.schedule_kwargs["decay_epochs"] == 2.4

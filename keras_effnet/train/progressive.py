@@ -26,6 +26,12 @@ Two schedules (docs/reference.md §4):
 
 ``min_image_size`` replaces the first size in both modes (``ibase`` in automl mode, the
 first stage's size in paper mode).
+
+The first size is never below ``2 * reduction`` (64 px for an EfficientNet, which reduces
+32x), so the final feature map of the smallest images is at least 2x2; a smaller
+``min_image_size`` is refused. ImageNet-size plans start at 128 px or more, so their
+values are the official ones unchanged; the rule shapes small runs (the digits' main
+job: 128 px last, 64 px first).
 """
 
 from __future__ import annotations
@@ -58,6 +64,9 @@ class Recipe:
     cutmix: float | None = None
     dropout: float = 0.2
     name: str = "custom"
+    # The network's total stride (EfficientNets: 32); the plan's first size keeps the
+    # final feature map at least 2x2.
+    reduction: int = 32
 
     def __post_init__(self):
         if not isinstance(self.train_size, int) or isinstance(self.train_size, bool) \
@@ -74,6 +83,15 @@ class Recipe:
                                  f"Received: {field}={getattr(self, field)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={self.dropout!r}")
+        if not isinstance(self.reduction, int) or self.reduction < 1:
+            raise ValueError("reduction must be an integer >= 1. "
+                             f"Received: reduction={self.reduction!r}")
+
+    @property
+    def min_usable_size(self) -> int:
+        """The smallest image size whose final feature map is 2x2 (``2 * reduction``),
+        or the train size when even that is smaller."""
+        return min(2 * self.reduction, self.train_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +179,18 @@ def resolve_recipe(model_name_or_recipe: Any) -> Recipe:
     if isinstance(obj, Variant):
         return Recipe(train_size=obj.train_size, randaug=obj.randaug_magnitude,
                       mixup=obj.mixup_alpha, cutmix=obj.cutmix_alpha, dropout=obj.dropout,
-                      name=obj.name)
+                      name=obj.name, reduction=reduction(obj))
     raise TypeError("model_name_or_recipe must be a model name, a Variant, a Recipe or a "
                     f"dict with train_size. Received: {model_name_or_recipe!r}")
+
+
+def reduction(variant: Any) -> int:
+    """A variant's total stride: the stem's 2 times every block's stride."""
+    from keras_effnet import spec as spec_lib  # local: keep this module light
+    total = 2
+    for block in spec_lib.parse_arch(variant.blocks):
+        total *= int(block.strides)
+    return total
 
 
 def _linspace(start: float, stop: float, num: int) -> list[float]:
@@ -216,11 +243,20 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
         cut_end = mix_end
     else:
         size_start = _AUTOML_IBASE if size_end > _AUTOML_IBASE else size_end // 2
+    # The first size still gives a usable (>= 2x2) final feature map: at 1x1 the head
+    # sees one position, and what is learnt there does not carry to the last size.
+    usable = min(2 * recipe.reduction, size_end)
+    size_start = max(size_start, usable)
     if min_image_size is not None:
         _check_int("min_image_size", min_image_size, 1)
         if min_image_size > size_end:
             raise ValueError(f"min_image_size must be <= the final image size {size_end}. "
                              f"Received: min_image_size={min_image_size}")
+        if min_image_size < usable:
+            raise ValueError(f"min_image_size must be >= {usable}: the network reduces "
+                             f"images {recipe.reduction}x, and smaller first images leave a "
+                             f"final feature map under 2x2. Received: "
+                             f"min_image_size={min_image_size}")
         size_start = min_image_size
 
     randaug = _linspace(ra_start, ra_end, stages) if ra_end is not None else [None] * stages
