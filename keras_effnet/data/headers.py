@@ -37,32 +37,47 @@ _HEADER_BYTES = 32
 # sub-blocks. A walk longer than _GIF_BASE_STEPS + size / _GIF_BYTES_PER_STEP steps (a
 # file of tiny, uneven sub-blocks made to keep it busy) is refused as malformed: that
 # bounds its time by the file's size.
-_GIF_RUN, _GIF_BASE_STEPS, _GIF_BYTES_PER_STEP = 1024, 1024, 1024
+_GIF_RUN, _GIF_BASE_STEPS, _GIF_BYTES_PER_STEP = 256, 1024, 1024
 # JPEG: segments before the frame header (real files have a dozen or so), and how far
 # past a segment's end libjpeg-style resynchronisation looks for the next marker.
 _JPEG_MAX_SEGMENTS, _JPEG_RESYNC = 1024, 256
-# EXIF: the APP1 segment must be among the first few segments, in the first 128 KiB.
-_EXIF_SEGMENTS, _EXIF_PREFIX, _EXIF_ENTRIES = 4, 131_072, 32
+# EXIF: the APP1 segment must be among the first few segments; IFD0 entries read.
+_EXIF_SEGMENTS, _EXIF_ENTRIES = 3, 32
+
+# Bytes are read in windows (``tf.strings.substr``), never the whole file at once: a
+# multi-megabyte photo costs what its headers cost.
 
 
-def _bytes(image_bytes: tf.Tensor, limit: int | None = None, pad: int = _HEADER_BYTES
-           ) -> tuple[tf.Tensor, tf.Tensor]:
-    """(the first ``limit`` bytes (all without one) as int64, zero-padded by ``pad``;
-    how many are real)."""
-    data = image_bytes if limit is None else tf.strings.substr(image_bytes, 0, limit)
-    raw = tf.io.decode_raw(data, tf.uint8)
-    n = tf.cast(tf.shape(raw)[0], tf.int64)
-    return tf.pad(tf.cast(raw, tf.int64), [[0, pad]]), n
-
-
-def _at(data: tf.Tensor, n: tf.Tensor, start, size: int, big_endian: bool | tf.Tensor):
-    """The unsigned integer of ``size`` bytes at ``start`` (0 past the end)."""
+def _window(image_bytes: tf.Tensor, n: tf.Tensor, start, size) -> tf.Tensor:
+    """The ``size`` bytes from ``start`` as int64, 0 past the end of the file."""
     start = tf.clip_by_value(tf.cast(start, tf.int64), 0, n)
-    part = tf.gather(data, start + tf.range(size, dtype=tf.int64))
+    size = tf.cast(size, tf.int64)
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(image_bytes, start, size), tf.uint8),
+                  tf.int64)
+    return tf.pad(raw, [[0, size - tf.shape(raw, out_type=tf.int64)[0]]])
+
+
+def _bytes(image_bytes: tf.Tensor, size: int = _HEADER_BYTES
+           ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the first ``size`` bytes as int64, zero-padded; the file's length)."""
+    n = tf.cast(tf.strings.length(image_bytes), tf.int64)
+    return _window(image_bytes, n, 0, size), n
+
+
+def _int(data: tf.Tensor, start, size: int, big_endian: bool | tf.Tensor) -> tf.Tensor:
+    """The unsigned integer of ``size`` bytes at ``start`` of ``data``."""
+    part = data[start:start + size] if isinstance(start, int) else tf.gather(
+        data, tf.cast(start, tf.int64) + tf.range(size, dtype=tf.int64))
     weights = tf.constant([256 ** i for i in range(size)], tf.int64)
     little = tf.reduce_sum(part * weights)
     big = tf.reduce_sum(part * weights[::-1])
     return tf.where(tf.convert_to_tensor(big_endian), big, little)
+
+
+def _at(image_bytes: tf.Tensor, n: tf.Tensor, start, size: int,
+        big_endian: bool | tf.Tensor) -> tf.Tensor:
+    """The unsigned integer of ``size`` bytes at ``start`` of the file (0 past its end)."""
+    return _int(_window(image_bytes, n, start, size), 0, size, big_endian)
 
 
 def _matches(data: tf.Tensor, start: int, magic: bytes) -> tf.Tensor:
@@ -73,7 +88,7 @@ def _matches(data: tf.Tensor, start: int, magic: bytes) -> tf.Tensor:
 def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
     """:data:`JPEG`, :data:`PNG`, :data:`GIF`, :data:`BMP`, :data:`WEBP` or
     :data:`UNKNOWN`, from the magic bytes (int32 scalar)."""
-    head, _ = _bytes(image_bytes, _HEADER_BYTES)
+    head, _ = _bytes(image_bytes)
     fmt = tf.constant(UNKNOWN)
     for code, test in ((BMP, _matches(head, 0, b"BM")), (GIF, _matches(head, 0, b"GIF8")),
                        (WEBP, tf.logical_and(_matches(head, 0, b"RIFF"),
@@ -94,16 +109,17 @@ def _jpeg_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     segments as libjpeg does: fill bytes and stray bytes between markers are skipped (up
     to _JPEG_RESYNC of them), standalone markers have no length, SOS or EOI before a SOF
     means there is none."""
-    data, n = _bytes(image_bytes, None, pad=_JPEG_RESYNC + 16)
+    n = tf.cast(tf.strings.length(image_bytes), tf.int64)
     sof = tf.constant(_JPEG_SOF, tf.int64)
 
     def body(pos, steps, state, size):
         # Where the next marker's 0xFF is (libjpeg discards other bytes before it).
-        window = tf.gather(data, tf.minimum(pos + tf.range(_JPEG_RESYNC, dtype=tf.int64), n))
-        is_ff = tf.logical_and(tf.equal(window, 0xFF),
+        ahead = _window(image_bytes, n, pos, _JPEG_RESYNC)
+        is_ff = tf.logical_and(tf.equal(ahead, 0xFF),
                                pos + tf.range(_JPEG_RESYNC, dtype=tf.int64) < n)
         pos = pos + tf.argmax(tf.cast(is_ff, tf.int32), output_type=tf.int64)
-        marker = tf.gather(data, tf.minimum(pos + 1, n))
+        data = _window(image_bytes, n, pos, 9)
+        marker = data[1]
         standalone = tf.logical_or(tf.logical_or(tf.equal(marker, 0xD8), tf.equal(marker, 0x01)),
                                    tf.logical_and(marker >= 0xD0, marker <= 0xD7))
         skip = tf.logical_or(tf.logical_or(tf.equal(marker, 0xFF), tf.equal(marker, 0)),
@@ -111,11 +127,11 @@ def _jpeg_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         is_sof = tf.reduce_any(tf.equal(marker, sof))
         stop = tf.logical_or(tf.logical_or(tf.equal(marker, 0xDA), tf.equal(marker, 0xD9)),
                              tf.logical_not(tf.reduce_any(is_ff)))
-        length = _at(data, n, pos + 2, 2, True)
+        length = _int(data, 2, 2, True)
         new_pos = tf.where(tf.equal(marker, 0xFF), pos + 1,
                            tf.where(skip, pos + 2, pos + 2 + length))
         new_state = tf.where(pos + 9 > n, 2, tf.where(is_sof, 1, tf.where(stop, 2, 0)))
-        new_size = tf.stack([_at(data, n, pos + 5, 2, True), _at(data, n, pos + 7, 2, True)])
+        new_size = tf.stack([_int(data, 5, 2, True), _int(data, 7, 2, True)])
         return new_pos, steps + 1, new_state, tf.where(is_sof, new_size, size)
 
     # state: 0 walking, 1 found, 2 none.
@@ -132,8 +148,8 @@ def _jpeg_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def _gif_first_image(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(ok, end, [height, width]) of a GIF's first image: ``end`` is the offset just past
     its data. Not ok when the blocks before it are malformed, truncated or too many."""
-    data, n = _bytes(image_bytes, None, pad=16)
-    screen_flags = data[10]
+    head, n = _bytes(image_bytes, 16)
+    screen_flags = head[10]
     table = tf.where(screen_flags >= 128,
                      3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), screen_flags % 8),
                      0)
@@ -144,20 +160,21 @@ def _gif_first_image(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.T
 
     def body(pos, steps, mode, size):
         valid = pos < n
-        marker = tf.gather(data, tf.minimum(pos, n))
+        data = _window(image_bytes, n, pos, 10)
+        marker = data[0]
         is_extension, is_image = tf.equal(marker, 0x21), tf.equal(marker, 0x2C)
-        packed = _at(data, n, pos + 9, 1, False)
+        packed = data[9]
         local = tf.where(packed >= 128,
                          3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), packed % 8), 0)
         block_pos = tf.where(is_extension, pos + 2, pos + 11 + local)
         block_mode = tf.where(is_extension, 1, tf.where(is_image, 2, 4))
-        image_size = tf.stack([_at(data, n, pos + 7, 2, False), _at(data, n, pos + 5, 2, False)])
+        image_size = tf.stack([_int(data, 7, 2, False), _int(data, 5, 2, False)])
         # In sub-blocks: a length byte, then that many bytes; 0 ends the chain. One step
         # jumps over the run of sub-blocks of this one's length that starts here.
         stride = marker + 1
-        ahead = pos + stride * tf.range(_GIF_RUN, dtype=tf.int64)
-        same = tf.logical_and(tf.equal(tf.gather(data, tf.minimum(ahead, n)), marker),
-                              ahead < n)
+        offsets = stride * tf.range(_GIF_RUN, dtype=tf.int64)
+        run_bytes = tf.gather(_window(image_bytes, n, pos, stride * _GIF_RUN), offsets)
+        same = tf.logical_and(tf.equal(run_bytes, marker), pos + offsets < n)
         run = tf.reduce_sum(tf.math.cumprod(tf.cast(same, tf.int64)))
         chain_pos = pos + tf.where(tf.equal(marker, 0), tf.constant(1, tf.int64),
                                      stride * tf.maximum(run, 1))
@@ -192,11 +209,11 @@ def first_frame(image_bytes: tf.Tensor) -> tf.Tensor:
 def webp_alpha(image_bytes: tf.Tensor) -> tf.Tensor:
     """Whether ``image_bytes`` is a WebP with an alpha channel (the VP8X flag or the VP8L
     header bit): TensorFlow decodes those only as RGBA, the others only as RGB."""
-    head, n = _bytes(image_bytes, _HEADER_BYTES)
+    head, _ = _bytes(image_bytes)
     extended = tf.logical_and(_matches(head, 12, b"VP8X"),
                               tf.equal(tf.bitwise.bitwise_and(head[20], 0x10), 0x10))
     lossless = tf.logical_and(_matches(head, 12, b"VP8L"),
-                              tf.equal((_at(head, n, 21, 4, False) // 2 ** 28) % 2, 1))
+                              tf.equal((_int(head, 21, 4, False) // 2 ** 28) % 2, 1))
     return tf.logical_and(tf.equal(image_format(image_bytes), WEBP),
                           tf.logical_or(extended, lossless))
 
@@ -213,7 +230,7 @@ def inspect(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
     fmt = image_format(image_bytes)
-    head, n = _bytes(image_bytes, _HEADER_BYTES)
+    head, n = _bytes(image_bytes)
     none = tf.constant([-1, -1], tf.int64)
 
     def unknown():
@@ -225,7 +242,7 @@ def inspect(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
     def png():
         complete = tf.logical_and(n >= 24, _matches(head, 12, b"IHDR"))
-        size = tf.stack([_at(head, n, 20, 4, True), _at(head, n, 16, 4, True)])
+        size = tf.stack([_int(head, 20, 4, True), _int(head, 16, 4, True)])
         return tf.where(complete, OK, MALFORMED), size
 
     def gif():
@@ -234,21 +251,21 @@ def inspect(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
     def bmp():
         signed = lambda v: tf.where(v >= 2 ** 31, v - 2 ** 32, v)  # noqa: E731
-        size = tf.stack([tf.abs(signed(_at(head, n, 22, 4, False))),
-                         signed(_at(head, n, 18, 4, False))])
+        size = tf.stack([tf.abs(signed(_int(head, 22, 4, False))),
+                         signed(_int(head, 18, 4, False))])
         return tf.where(n >= 26, OK, MALFORMED), size
 
     def webp():
         lossy = _matches(head, 12, b"VP8 ")
         lossless = tf.logical_and(_matches(head, 12, b"VP8L"), tf.equal(head[20], 0x2F))
         extended = _matches(head, 12, b"VP8X")
-        bits = _at(head, n, 21, 4, False)
-        size = tf.where(lossy, tf.stack([_at(head, n, 28, 2, False) % 16384,
-                                         _at(head, n, 26, 2, False) % 16384]),
+        bits = _int(head, 21, 4, False)
+        size = tf.where(lossy, tf.stack([_int(head, 28, 2, False) % 16384,
+                                         _int(head, 26, 2, False) % 16384]),
                         tf.where(lossless, tf.stack([(bits // 16384) % 16384 + 1,
                                                      bits % 16384 + 1]),
-                                 tf.stack([_at(head, n, 27, 3, False) + 1,
-                                           _at(head, n, 24, 3, False) + 1])))
+                                 tf.stack([_int(head, 27, 3, False) + 1,
+                                           _int(head, 24, 3, False) + 1])))
         known = tf.logical_and(n >= 30, tf.reduce_any([lossy, lossless, extended]))
         animated = tf.logical_and(extended, tf.equal(tf.bitwise.bitwise_and(head[20], 2), 2))
         return tf.where(known, tf.where(animated, ANIMATED, OK), MALFORMED), size
@@ -265,31 +282,34 @@ def exif_orientation(image_bytes: tf.Tensor) -> tf.Tensor:
     """The EXIF orientation (1-8, int32) of a JPEG; 1 (as stored) for anything else,
     without EXIF, or with a value out of range."""
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-    data, n = _bytes(image_bytes, _EXIF_PREFIX, pad=16 + 12 * _EXIF_ENTRIES)
+    n = tf.cast(tf.strings.length(image_bytes), tf.int64)
     pos, tiff = tf.constant(2, tf.int64), tf.constant(-1, tf.int64)
     for _ in range(_EXIF_SEGMENTS):  # APPn segments follow SOI; Exif is APP1
-        marker = _at(data, n, pos, 2, True)
-        is_exif = tf.logical_and(tf.equal(marker, 0xFFE1), tf.reduce_all(tf.equal(
-            tf.gather(data, tf.minimum(pos + 4 + tf.range(6, dtype=tf.int64), n)),
-            tf.constant(list(b"Exif\0\0"), tf.int64))))
+        segment = _window(image_bytes, n, pos, 10)
+        marker = _int(segment, 0, 2, True)
+        is_exif = tf.logical_and(tf.equal(marker, 0xFFE1), _matches(segment, 4, b"Exif\0\0"))
         tiff = tf.where(tf.logical_and(tiff < 0, is_exif), pos + 10, tiff)
         is_app = tf.logical_and(marker >= 0xFFE0, marker <= 0xFFEF)
-        pos = tf.where(is_app, pos + 2 + _at(data, n, pos + 2, 2, True), n)
-    big = tf.equal(_at(data, n, tiff, 2, True), 0x4D4D)
-    ifd = tiff + _at(data, n, tiff + 4, 4, big)
-    count = tf.minimum(_at(data, n, ifd, 2, big), _EXIF_ENTRIES)
-    entries = tf.reshape(tf.gather(data, tf.minimum(
-        ifd + 2 + tf.range(12 * _EXIF_ENTRIES, dtype=tf.int64), n)), [_EXIF_ENTRIES, 12])
-    weights = tf.where(big, tf.constant([256, 1], tf.int64), tf.constant([1, 256], tf.int64))
-    tags = tf.reduce_sum(entries[:, 0:2] * weights, axis=1)
-    values = tf.reduce_sum(entries[:, 8:10] * weights, axis=1)
-    wanted = tf.logical_and(tf.equal(tags, 0x0112),
-                            tf.range(_EXIF_ENTRIES, dtype=tf.int64) < count)
-    value = tf.reduce_max(tf.where(wanted, values, 0))
-    found = tf.logical_and(tf.logical_and(tiff >= 0, tf.equal(image_format(image_bytes),
-                                                               JPEG)),
-                           tf.logical_and(value >= 1, value <= 8))
-    return tf.cast(tf.where(found, value, 1), tf.int32)
+        pos = tf.where(is_app, pos + 2 + _int(segment, 2, 2, True), n)
+
+    def orientation():  # IFD0's entries: tag 0x0112, a SHORT in the value field
+        header = _window(image_bytes, n, tiff, 8)
+        big = tf.equal(_int(header, 0, 2, True), 0x4D4D)
+        ifd = tiff + _int(header, 4, 4, big)
+        table = _window(image_bytes, n, ifd, 2 + 12 * _EXIF_ENTRIES)
+        count = tf.minimum(_int(table, 0, 2, big), _EXIF_ENTRIES)
+        entries = tf.reshape(table[2:], [_EXIF_ENTRIES, 12])
+        weights = tf.where(big, tf.constant([256, 1], tf.int64),
+                           tf.constant([1, 256], tf.int64))
+        tags = tf.reduce_sum(entries[:, 0:2] * weights, axis=1)
+        values = tf.reduce_sum(entries[:, 8:10] * weights, axis=1)
+        wanted = tf.logical_and(tf.equal(tags, 0x0112),
+                                tf.range(_EXIF_ENTRIES, dtype=tf.int64) < count)
+        value = tf.reduce_max(tf.where(wanted, values, 0))
+        return tf.cast(tf.where(tf.logical_and(value >= 1, value <= 8), value, 1), tf.int32)
+
+    has_exif = tf.logical_and(tiff >= 0, tf.equal(image_format(image_bytes), JPEG))
+    return tf.cond(has_exif, orientation, lambda: tf.constant(1, tf.int32))
 
 
 def oriented_shape(shape: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:

@@ -102,8 +102,10 @@ def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
     first GIF frame only, a JPEG turned by its EXIF orientation, grayscale repeated to
     RGB, alpha dropped."""
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-    return headers.orient(_decode_first_frame(image_bytes),
-                          headers.exif_orientation(image_bytes))
+    orientation = headers.exif_orientation(image_bytes)
+    image = _decode_first_frame(image_bytes)
+    return tf.cond(tf.equal(orientation, 1), lambda: image,
+                   lambda: headers.orient(image, orientation))
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
@@ -129,11 +131,19 @@ def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) -> tf.Tensor
         def jpeg():
             orientation = headers.exif_orientation(raw)
             stored = tf.image.extract_jpeg_shape(raw)
-            window = window_fn(headers.oriented_shape(stored, orientation))
-            window = headers.stored_window(window, stored, orientation)
-            return headers.orient(
-                tf.image.decode_and_crop_jpeg(raw, tf.stack(window), channels=3),
-                orientation)
+
+            def upright():  # most files: no orientation to apply
+                return tf.image.decode_and_crop_jpeg(raw, tf.stack(window_fn(stored)),
+                                                     channels=3)
+
+            def turned():
+                window = window_fn(headers.oriented_shape(stored, orientation))
+                window = headers.stored_window(window, stored, orientation)
+                return headers.orient(
+                    tf.image.decode_and_crop_jpeg(raw, tf.stack(window), channels=3),
+                    orientation)
+
+            return tf.cond(tf.equal(orientation, 1), upright, turned)
 
         def other():
             image = _decode_first_frame(raw)
