@@ -57,6 +57,7 @@ def test_nas_end_to_end(tmp_path):
     assert result.base["trial"] == 0  # the base architecture is trained first
     base = result.row(0)
     assert base["arch"] == result.base["arch"] and base["changes"] == ""
+    assert base["step_time_ratio"] == 1.0  # its step is the reference
     for n in result.ranking:
         row = result.row(n)
         assert 0.0 <= row["top1"] <= 1.0 and row["step_time_ratio"] > 0

@@ -4,8 +4,9 @@ step against the base's.
 Step time (``S`` of EfficientNetV2's reward) is measured in this process, the candidate's
 step and the base's interleaved (``keras_effnet.bench.timing``), so a burst of load from
 elsewhere lands on both. The candidate's step is the one its training traced: tracing
-again costs about as much as a short proxy run on a small CPU. The base's step is built
-once per process with the trainer's own ``build_state`` / ``make_train_step``.
+again costs about as much as a short proxy run on a small CPU. The base's step is the
+base trial's own when this process trained it, else built once per process with the
+trainer's ``build_state`` / ``make_train_step``.
 
 Every candidate trains under the default strategy (one device per process: run more
 processes against one storage to use more devices).
@@ -108,6 +109,13 @@ class StepTimer:
         self._batches = None
         self.traces: list = []  # the base step's traces (one per process, normally)
 
+    def _iterator(self) -> Any:
+        if self._batches is None:
+            config = self.base_config
+            self._batches = _batches(config.batch_size, self.image_size, self.classes,
+                                     config.seed)
+        return self._batches
+
     def _base(self):
         """The base's traced train step, built on first use (one trace per process)."""
         if self._base_round is None:
@@ -130,24 +138,33 @@ class StepTimer:
                     label_smoothing=config.label_smoothing,
                     weight_decay=config.weight_decay, sync_batchnorm=False,
                     traces=self.traces)
-            self._batches = _batches(config.batch_size, self.image_size, self.classes,
-                                     config.seed)
-            self._base_round = _round(step, self._batches, self.steps)
+            self._base_round = _round(step, self._iterator(), self.steps)
         return self._base_round
 
-    def ratio(self, trainer: Any) -> dict[str, Any]:
+    def ratio(self, trainer: Any, is_base: bool = False) -> dict[str, Any]:
         """The candidate's train-step time over the base's: median of ``rounds``
         interleaved rounds, with the per-round ratios' spread (the noise it has to
-        beat). ``trainer`` is the candidate's finished :class:`Trainer`."""
+        beat). ``trainer`` is the candidate's finished :class:`Trainer`.
+
+        When ``is_base`` and this process has no base step yet, the candidate's step
+        becomes the base's (ratio 1 by definition, and no second trace).
+        """
         from keras_effnet.bench import timing
 
-        base = self._base()
         # The step the candidate's training traced, for the head dropout it ended with
         # (Trainer has no public accessor for it yet).
-        step = trainer._train_fn()  # noqa: SLF001
-        candidate = _round(step, self._batches, self.steps)
-        times = timing.interleaved({"base": base, "candidate": candidate}, self.rounds,
-                                   warmup=1)
+        step = _round(trainer._train_fn(), self._iterator(), self.steps)  # noqa: SLF001
+        if is_base and self._base_round is None:
+            self._base_round = step
+            seconds = timing.median(timing.interleaved({"base": step}, self.rounds,
+                                                       warmup=1)["base"])
+            return {"step_time_ratio": 1.0, "step_time_spread": "–",
+                    "base_step_s": seconds / self.steps, "step_s": seconds / self.steps}
+        # Every training resets TensorFlow's global seed, which clears the kernel cache:
+        # the base step's first call after it re-instantiates its graph (seconds). The
+        # warm-up round absorbs that, untimed.
+        times = timing.interleaved({"base": self._base(), "candidate": step},
+                                   self.rounds, warmup=1)
         base_s, candidate_s = (timing.median(times["base"]),
                                timing.median(times["candidate"]))
         return {"step_time_ratio": timing.ratio(candidate_s, base_s),

@@ -131,6 +131,7 @@ class NasSearch:
         self.base_arch = list(ctx.base.blocks)
         self.space = space_lib.nas_space(self.base_arch)
         self.first = space_lib.params_from_arch(self.base_arch, self.base_arch)
+        self.base_key = space_lib.network_key(ctx.base, ctx.image_size)
         self.multi = c.resolved_sampler() == "nsga2"
         self.directions = (["maximize", "minimize", "minimize"] if self.multi
                            else ["maximize"])
@@ -186,7 +187,7 @@ class NasSearch:
 
         _, trainer, record = self.ctx.train(proposal, ",".join(proposal.info["arch"]))
         started = time.perf_counter()
-        record.update(self.timer.ratio(trainer))
+        record.update(self.timer.ratio(trainer, is_base=proposal.key == self.base_key))
         record["timing_s"] = time.perf_counter() - started
         del trainer
         info, c = proposal.info, self.ctx.config
