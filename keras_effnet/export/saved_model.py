@@ -206,7 +206,8 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
         image_size: evaluation size (default: the model's static input size or its
             variant's ``eval_size``).
         top_k: how many ``classes`` / ``labels`` / ``scores`` per image.
-        max_pixels: images with more pixels (from their header) are refused.
+        max_pixels: images the decoder would allocate more pixels for (a GIF: its first
+            frame, the only one decoded) are refused before decoding.
         warmup, warmup_images, warmup_batch_sizes: the warmup records (default image:
             a real photograph shipped with scikit-learn).
         serving_base_path: how the server sees ``base_dir`` (for ``models.config``).
