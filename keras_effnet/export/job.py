@@ -13,7 +13,6 @@ TensorFlow is imported, so a mistake costs a second.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable
 
