@@ -323,3 +323,31 @@ def test_result_json_of_a_nas_study(tmp_path):
     table = open(files["table"]).read()
     assert "| 1 | 1 | 85.00% | x1.100 | 90 |" in table and "(the base)" in table
     assert open(files["figure"], "rb").read(4) == b"\x89PNG"
+
+
+def test_result_json_of_a_scaling_study(tmp_path):
+    base = resolve_variant("efficientnet-b0", **TINY)
+    grid = space.scaling_grid(base, 16, 10)
+    config = SearchConfig(study_dir=str(tmp_path), **TINY)
+    ctx = SimpleNamespace(config=config, base=base, image_size=16, base_macs=grid.base_macs,
+                          base_params=grid.base_params, classes=10, study_dir=str(tmp_path))
+    trials = []
+    for number, (label, top1) in enumerate([("a1.20_b1.10_g1.15", 0.5),
+                                            ("a1.05_b1.20_g1.15", 0.6)]):
+        c = grid.by_label()[label]
+        candidate = {"key": c.key, "params": c.params_dict(), "image_size": c.image_size,
+                     "macs": c.macs, "params_count": c.params, "macs_ratio": c.macs_ratio,
+                     "flops_ratio": c.flops_ratio, "width": c.variant.width,
+                     "depth": c.variant.depth}
+        trials.append(_frozen(number, candidate=candidate,
+                              result={"top1": top1, "reward": top1, "train_s": 1.0}))
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: trials)
+    result = result_lib.collect(study, ctx, SimpleNamespace(grid=grid))
+    assert result.ranking == [1, 0] and result.pareto == []
+    assert result.best["coefficients"] == {"alpha": 1.05, "beta": 1.2, "gamma": 1.15}
+    assert result.best["usage"] == ("scale_to_macs('efficientnet-b0', target_macs, "
+                                    "alpha=1.05, beta=1.2, gamma=1.15)")
+    assert len(result.base["grid"]) == 51 and len(result.base["off_grid"]) == 60
+    files = result_lib.write(result)
+    assert "| 1 | 1 | 1.05 | 1.20 | 1.15 | 2.000 |" in open(files["table"]).read()
+    assert open(files["figure"], "rb").read(4) == b"\x89PNG"

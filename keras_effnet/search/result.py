@@ -109,8 +109,10 @@ def collect(study: Any, ctx: Any, search: Any) -> SearchResult:
             "classes": ctx.classes}
     best, pareto = None, []
     if config.search == "scaling":
-        base["grid_points"] = len(search.grid.candidates)
-        base["off_macs_tolerance"] = len(search.grid.off_macs)
+        # (alpha, beta, gamma, MACs ratio) of every grid point, in and out of the window.
+        base["grid"] = [[c.alpha, c.beta, c.gamma, c.macs_ratio]
+                        for c in search.grid.candidates]
+        base["off_grid"] = [list(point) for point in search.grid.off_macs]
         if ranking:
             row = by_number[ranking[0]]
             a, b, g = (row["params"][k] for k in ("alpha", "beta", "gamma"))
@@ -220,10 +222,16 @@ def _figure(width: float, height: float, cols: int = 1):
 
 
 def plot_scaling(result: SearchResult, path: str) -> None:
-    """Width (beta) against resolution (gamma) of the trained grid points, coloured by
-    top-1 and labelled with depth (alpha); the paper's (1.2, 1.1, 1.15) and the best
-    marked."""
+    """Width (beta) against resolution (gamma): the grid (alpha follows from the
+    constraint), the trained points coloured by top-1 and labelled with depth (alpha),
+    the paper's (1.2, 1.1, 1.15) and the best marked."""
     fig, (ax,) = _figure(7, 5.5)
+    off = result.base.get("off_grid", [])
+    ax.scatter([p[1] for p in off], [p[2] for p in off], marker="x", s=14, c="0.8",
+               label=f"grid, MACs outside ±{result.config['macs_tolerance']:.0%}")
+    grid = result.base.get("grid", [])
+    ax.scatter([p[1] for p in grid], [p[2] for p in grid], marker="o", s=30,
+               facecolors="none", edgecolors="0.5", label="grid, in the MACs window")
     rows = [result.row(n) for n in result.ranking]
     betas = [r["params"]["beta"] for r in rows]
     gammas = [r["params"]["gamma"] for r in rows]
@@ -246,7 +254,7 @@ def plot_scaling(result: SearchResult, path: str) -> None:
     ax.set_title(f"Compound scaling of {result.base['variant']} at "
                  f"{result.base['image_size']}px: α·β²·γ² ≈ {result.config['target_ratio']}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
 
