@@ -325,6 +325,13 @@ def test_result_json_of_a_nas_study(tmp_path):
     assert open(files["figure"], "rb").read(4) == b"\x89PNG"
 
 
+def test_result_json_hides_an_rdb_password():
+    assert result_lib._redacted("postgresql://me:secret@db:5432/optuna") == \
+        "postgresql://me:***@db:5432/optuna"
+    assert result_lib._redacted("sqlite:///study.db") == "sqlite:///study.db"
+    assert result_lib._redacted(None) is None
+
+
 def test_result_json_of_a_scaling_study(tmp_path):
     base = resolve_variant("efficientnet-b0", **TINY)
     grid = space.scaling_grid(base, 16, 10)

@@ -140,7 +140,20 @@ def collect(study: Any, ctx: Any, search: Any) -> SearchResult:
                     "usage": f"keras_effnet.build(arch={row['arch']!r}{base_arg})"}
     return SearchResult(search=config.search, study_dir=ctx.study_dir, best=best,
                         trials=rows, ranking=ranking, pareto=pareto, base=base,
-                        summary=_summary(rows, ranking), config=config.to_dict())
+                        summary=_summary(rows, ranking),
+                        config={**config.to_dict(), "storage": _redacted(config.storage)})
+
+
+def _redacted(url: str | None) -> str | None:
+    """An RDB URL without its password (result.json is shared; the storage is not)."""
+    if not url or "://" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def write(result: SearchResult) -> dict[str, str]:
