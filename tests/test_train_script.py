@@ -42,6 +42,9 @@ def _run(*args, timeout=300):
     (["--export_prune=1.5"], "error: --export_prune: target_sparsity must be in (0, 1)"),
     (["--export_prune_epochs=0"], "error: --export_prune_epochs: epochs must be >= 1"),
     (["extra"], "error: unexpected arguments ['extra']"),
+    (["--model_dir=README.md"], "error: --model_dir: README.md is a file, not a directory"),
+    (["--depth=1e6"], "error: --depth: efficientnetv2-b0-w0.5-d1e+06 would have 21,000,000 "
+     "blocks, more than the limit of 1,000"),
 ])
 def test_mistakes_print_one_line_and_exit_2(args, message):
     result = _run(*args, timeout=120)

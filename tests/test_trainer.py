@@ -206,9 +206,12 @@ def test_config_validation_errors(tmp_path):
 def test_resuming_with_different_flags_is_refused(paper_run):
     trainer, *_, model_dir = paper_run
     changed = dataclasses.replace(trainer.config, image_size=12)
-    with pytest.raises(ValueError, match="holds a checkpoint of a different run") as error:
+    before = (model_dir / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="holds a checkpoint of another run: its plan is") \
+            as error:
         train(changed, source=ArraySource(), log=lambda _: None)
-    assert error.value.field == "model_dir" and "plan differs" in str(error.value)
+    assert error.value.field == "model_dir" and "config.json" in str(error.value)
+    assert (model_dir / "config.json").read_bytes() == before  # the first run's record
 
 
 def test_digits_defaults_resolve_to_a_small_v2(tmp_path):

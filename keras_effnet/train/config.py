@@ -228,6 +228,11 @@ class TrainConfig:
             raise ConfigError(f"dataset={dataset!r} needs data_dir=<{what}>.", "data_dir")
         if what:
             check_data_dir(self.data_dir)
+        from keras_effnet.profile import check_buildable
+        from keras_effnet.run_dir import RunDir
+        variant, _ = self.resolved_model()
+        check_buildable(variant, include_top=False)  # absurd sizes: refused in milliseconds
+        RunDir(self.resolved_model_dir(variant.name)).check_writable()
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as config.json's ``train_config``."""

@@ -101,7 +101,9 @@ def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    from keras_effnet.run_dir import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     return fig
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -36,7 +35,7 @@ import time
 from typing import Any, Callable
 
 from keras_effnet.errors import ConfigError
-from keras_effnet.run_dir import RunConfig, RunDir, jsonable
+from keras_effnet.run_dir import RunConfig, RunDir, has_line_break
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import reporting
 from keras_effnet.train import steps as steps_lib
@@ -55,11 +54,6 @@ class NonFiniteLossError(RuntimeError):
 def _value(variable) -> int:
     """A counter's value; ``int()`` does not accept distributed variables."""
     return int(variable.numpy())
-
-
-def _comparable(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples as lists), to compare with a file."""
-    return json.loads(json.dumps(value, default=jsonable))
 
 
 class Trainer:
@@ -130,6 +124,10 @@ class Trainer:
         if batch % replicas:
             raise ConfigError(f"batch_size {batch} must be divisible by the number of "
                               f"replicas ({replicas}).", "batch_size")
+        bad = [n for n in source.class_names if has_line_break(n)]
+        if bad:
+            raise ConfigError("class names must not hold line breaks (labels.txt has one "
+                              f"name per line); rename them. Received: {bad[:3]}", "data_dir")
         skipped = getattr(source, "skipped", None) or []
         if skipped:
             self.log(f"Warning: skipped {len(skipped)} unreadable file(s) in "
@@ -273,18 +271,10 @@ class Trainer:
         return dataset_fn
 
     def _check_model_dir(self) -> None:
-        """Refuses to resume a checkpoint that another run (other plan, model, data or
-        batch) wrote."""
-        if not (self.run_dir.has_config() and self.checkpointer.latest):
-            return
-        saved, mine = self.run_dir.read_config(), self.run_config()
-        for key in RunConfig.RESUME_KEYS:
-            theirs, ours = _comparable(getattr(saved, key)), _comparable(getattr(mine, key))
-            if theirs != ours:
-                raise ConfigError(
-                    f"{self.model_dir} holds a checkpoint of a different run ({key} "
-                    f"differs: {str(theirs)[:80]} vs {str(ours)[:80]}); use a new "
-                    "model_dir, or the options of that run to resume it.", "model_dir")
+        """Refuses to resume a checkpoint that another run (other plan, model, data,
+        class names or batch) wrote; config.json is left as it was."""
+        if self.checkpointer.latest:
+            self.run_dir.check_resume(self.run_config())
 
     def _save(self, reason: str) -> str | None:
         path = self.checkpointer.save()
@@ -308,6 +298,9 @@ class Trainer:
         self._build()
         self._check_model_dir()
         resumed = self.checkpointer.restore_latest()
+        for path, why in self.checkpointer.skipped:
+            self.log(f"Warning: checkpoint {path} is damaged ({why}); resumed from the one "
+                     "before it.")
         if self.chief:
             self.run_dir.write_config(self.run_config())
         scalars = reporting.Scalars(str(self.run_dir.logs_dir) if self.chief else None)
