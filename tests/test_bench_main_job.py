@@ -74,7 +74,7 @@ def test_main_job_section_end_to_end(tmp_path):
                     "logistic regression"]
     progressive = next(r for r in result["runs"] if r["arm"] == "progressive")
     assert progressive["exported"] and progressive["wall_s"] > 0
-    assert progressive["sizes"] == [12, 16]  # 2 automl stages from 8 px to 16 px
+    assert progressive["sizes"] == [24, 32]  # 2 automl stages from 16 px to 32 px
     assert len(progressive["accuracy"]) == 2  # evaluated every epoch
     assert any(g["goal"].startswith("train + export") for g in result["goals"])
     assert (tmp_path / "main_job.png").read_bytes()[:4] == b"\x89PNG"

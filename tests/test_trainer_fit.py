@@ -23,7 +23,7 @@ def test_fit_progressive_runs_each_stage_with_its_size_and_dropout(monkeypatch):
     monkeypatch.setattr(keras.layers.Dropout, "call", recording_call)
 
     source = ArraySource(num_train=32, num_val=16)
-    plan = progressive_plan({"train_size": 16, "dropout": 0.5}, epochs=3, stages=2,
+    plan = progressive_plan({"train_size": 16, "dropout": 0.5, "reduction": 4}, epochs=3, stages=2,
                             mode="paper", min_image_size=8)
     assert [(s.start_epoch, s.end_epoch, s.image_size) for s in plan] == [(0, 1, 8),
                                                                         (1, 3, 16)]
@@ -56,7 +56,8 @@ def test_fit_progressive_runs_each_stage_with_its_size_and_dropout(monkeypatch):
 
 
 def test_fit_progressive_rejects_arguments_the_plan_sets():
-    plan = progressive_plan({"train_size": 16}, epochs=2, stages=2, min_image_size=8)
+    plan = progressive_plan({"train_size": 16, "reduction": 4}, epochs=2, stages=2,
+                            min_image_size=8)
     with pytest.raises(ValueError, match="sets 'epochs' from the plan"):
         fit_progressive(None, lambda s: None, plan, epochs=3)
     with pytest.raises(ValueError, match="plan is empty"):

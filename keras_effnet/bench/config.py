@@ -207,9 +207,9 @@ def quick_config() -> BenchConfig:
         build_models=("efficientnet-b0", "efficientnetv2-b0"),
         mfu_models=("efficientnet-b0",), mfu_batch=8, mfu_image_size=128, matmul_size=1024,
         kill_points=3, serving_fuzz=1000, spec_fuzz=10000,
-        main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=16,
-        main_job_flags=(f"--model={QUICK_PROGRESSIVE_ARCH}", "--image_size=16",
-                        "--min_image_size=8", "--stages=2", "--export_prune=0",
+        main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=32,
+        main_job_flags=(f"--model={QUICK_PROGRESSIVE_ARCH}", "--image_size=32",
+                        "--min_image_size=16", "--stages=2", "--export_prune=0",
                         "--export_quantize=none"))
 
 

@@ -236,21 +236,24 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(images):
-        saved = [layer.momentum for layer in layers]
-        try:  # read when tracing: the traced update uses the variable's value
-            for layer in layers:
-                layer.momentum = weight
-            model(images, training=True)
-        finally:
-            for layer, momentum in zip(layers, saved):
-                layer.momentum = momentum
+        model(images, training=True)
         if replicas == 1 or not state.moving_stats:
             return tf.zeros([0])
         return tf.concat([tf.reshape(v, [-1]) for v in state.moving_stats], 0)
 
     @tf.function(reduce_retracing=True, autograph=False)
     def step(images):
-        stats = strategy.run(replica_step, args=(images,))
+        # The momentum is read when tracing: the traced update reads the variable. Set
+        # here, in one thread (replicas trace in threads of their own), past the layers'
+        # attribute tracking, so the variable never becomes part of the model.
+        saved = [layer.momentum for layer in layers]
+        try:
+            for layer in layers:
+                object.__setattr__(layer, "momentum", weight)
+            stats = strategy.run(replica_step, args=(images,))
+        finally:
+            for layer, momentum in zip(layers, saved):
+                object.__setattr__(layer, "momentum", momentum)
         if replicas > 1 and state.moving_stats:
             means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
             offset = 0
