@@ -1,4 +1,4 @@
-"""10. Search: issue 14's goals, measured side by side in one run on the digits proxy.
+"""8. Search: issue 14's goals, measured side by side in one run on the digits proxy.
 
 * (a) NAS: a study (``keras_effnet.search``, seed ``seed``), then its winner and the base
   architecture retrained with each of ``search_seeds`` (fresh seeds: the study chose its
@@ -297,8 +297,8 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                 for kind, (result, _) in studies.items()]
     goals = nas["goals"] + scaling["goals"] + [goal for _, goal in overhead]
     for row in nas["rows"]:
-        if row["arm"] == "winner":
-            row["changes"] = nas_result.best.get("changes") or "(the base itself)"
+        row["changes"] = ("(the base)" if row["arm"] == "base" else
+                          nas_result.best.get("changes") or "(the base itself)")
     seeds = ", ".join(map(str, cfg.search_seeds))
     return {
         "tables": [
@@ -355,5 +355,5 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-SECTION = Section("search", "10. Search: NAS winner vs base, compound vs single-dimension "
+SECTION = Section("search", "8. Search: NAS winner vs base, compound vs single-dimension "
                   "scaling, per-trial overhead (digits)", cpu_only=True, run=run, display=10)
