@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from keras_effnet.cli import option, parse_value
 from keras_effnet.errors import ConfigError
+from keras_effnet.search.config import REWARDS
 
 __all__ = ["BenchConfig", "TFLITE_FLAVOURS", "full_config", "quick_config", "apply_overrides"]
 
@@ -98,6 +99,23 @@ class BenchConfig:
     mfu_image_size: int = 0  # 0: each model's evaluation size
     matmul_size: int = 2048
     matmul_calls: int = 3
+    # search: issue 14's goals, measured side by side on the digits proxy. A NAS study and
+    # a compound-scaling study (keras_effnet.search, seed `seed`), then the NAS winner
+    # and the base retrained, and the scaling winner against width-, depth- and
+    # resolution-only scaling of the base to the same MACs, each with `search_seeds`
+    # (fresh seeds: the studies chose their winners on seed `seed`'s results).
+    search_nas_model: str = "efficientnetv2-b0"
+    search_scaling_model: str = "efficientnet-b0"
+    search_width: float = 0.5  # both bases are shrunk for the proxy
+    search_depth: float = 0.5
+    search_image_size: int = 0  # 0: the search's default (32 px on digits)
+    search_trials: int = 20  # distinct candidates per study (the issue's default)
+    search_epochs: int = 10  # per candidate and per retraining (the issue's default)
+    search_batch: int = 64
+    search_max_train_steps: int = 0  # 0: whole epochs
+    search_reward: str = "v2"  # the NAS reward: v2 or mnas
+    search_seeds: tuple[int, ...] = (1, 2, 3)
+    search_timing_rounds: int = 5  # interleaved step-time rounds per NAS candidate
     # reliability
     kill_points: int = 3
     serving_fuzz: int = 1000
@@ -127,12 +145,15 @@ class BenchConfig:
                     "main_job_epochs", "main_job_image_size", "main_job_batch",
                     "serving_image_size", "serving_calls", "tflite_image_size",
                     "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
-                    "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps")
+                    "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps",
+                    "search_trials", "search_epochs", "search_batch",
+                    "search_timing_rounds")
         for name in positive:
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
         for name in ("warmup", "prune_steps_per_epoch", "mfu_image_size", "kill_points",
-                     "serving_fuzz", "spec_fuzz"):
+                     "serving_fuzz", "spec_fuzz", "search_image_size",
+                     "search_max_train_steps"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
         if not self.main_job_seeds:
@@ -150,6 +171,14 @@ class BenchConfig:
         if self.pipeline_images < 2 * self.pipeline_batch:
             fail("pipeline_images", f"must be at least 2 * pipeline_batch "
                  f"({2 * self.pipeline_batch}): the folder source keeps 80 % for training")
+        for name in ("search_width", "search_depth"):
+            if not getattr(self, name) > 0:
+                fail(name, "must be > 0")
+        if self.search_reward not in REWARDS:
+            fail("search_reward", f"must be one of {', '.join(REWARDS)}")
+        seeds = self.search_seeds
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            fail("search_seeds", "must name at least one seed, each >= 0 and once")
         unknown = set(self.tflite_flavours) - set(TFLITE_FLAVOURS)
         if unknown or "float32" not in self.tflite_flavours:
             fail("tflite_flavours", f"must include float32 and be among "
@@ -179,6 +208,8 @@ class BenchConfig:
 QUICK_PROGRESSIVE_ARCH = ("r1_k3_s1_e1_i16_o16_f,r2_k3_s2_e4_i16_o32_f,"
                           "r2_k3_s2_e4_i32_o64_se0.25")
 
+QUICK_SEARCH_ARCH = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
+
 
 def full_config() -> BenchConfig:
     """The full CPU run's settings (``BenchConfig()``'s defaults)."""
@@ -207,6 +238,10 @@ def quick_config() -> BenchConfig:
         build_models=("efficientnet-b0", "efficientnetv2-b0"),
         mfu_models=("efficientnet-b0",), mfu_batch=8, mfu_image_size=128, matmul_size=1024,
         kill_points=3, serving_fuzz=1000, spec_fuzz=10000,
+        # Two stages on 16 px digits: a trial is a short trace and one epoch of steps.
+        search_nas_model=QUICK_SEARCH_ARCH, search_scaling_model=QUICK_SEARCH_ARCH,
+        search_width=1.0, search_depth=1.0, search_image_size=16, search_trials=2,
+        search_epochs=1, search_seeds=(1, 2), search_timing_rounds=2,
         main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=32,
         main_job_flags=(f"--model={QUICK_PROGRESSIVE_ARCH}", "--image_size=32",
                         "--min_image_size=16", "--stages=2", "--export_prune=0",

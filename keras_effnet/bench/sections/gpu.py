@@ -100,4 +100,4 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 SECTION = Section("gpu", "Accelerator: training throughput with XLA and mixed precision",
-                  cpu_only=False, run=run, display=10)
+                  cpu_only=False, run=run, display=11)
