@@ -73,6 +73,13 @@ def test_no_top_and_pyramid_models_load_a_full_models_weights(tmp_path):
     head = keras.Model(source.input, source.get_layer("top_activation").output)
     np.testing.assert_allclose(features.predict(x, verbose=0), head.predict(x, verbose=0),
                                atol=1e-6)
+    five = TINY + ["r1_k3_s2_e2_i16_o16_f"] * 3
+    source = _tiny(arch=five)
+    source.save_weights(path)
+    pyramid = _tiny(arch=five, include_top=False, pyramid_outputs=True, weights=path)
+    last = keras.Model(source.input, source.get_layer("stage5_block01_project_bn").output)
+    np.testing.assert_allclose(pyramid.predict(x, verbose=0)["P5"], last.predict(x, verbose=0),
+                               atol=1e-6)
 
 
 def test_another_architecture_is_one_line_naming_the_first_mismatch(tmp_path):
