@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from keras_effnet.builder import build, resolve_variant
+from keras_effnet.builder import build, pyramid_channels, resolve_variant
 from keras_effnet.port import from_keras_applications
 from keras_effnet.profile import Profile, profile, scale_to_macs
 from keras_effnet.scaling import compound, round_filters, round_repeats
 from keras_effnet.spec import BlockSpec, SpecError, format_arch, parse, parse_arch
 from keras_effnet.spec import format as format_spec
 from keras_effnet.variants import Variant, custom_variant, get_variant, list_models
+from keras_effnet.weights import freeze
 
 __version__ = "0.1.0"
 
@@ -34,8 +35,9 @@ _LAZY = {
 __all__ = [
     "BlockSpec", "Profile", "SpecError", "Stage", "TrainConfig", "Variant", "build",
     "compound", "custom_variant", "data", "export", "fit_progressive", "format_arch",
-    "format_spec", "from_keras_applications", "get_source", "get_variant", "list_models",
-    "parse", "parse_arch", "profile", "progressive_plan", "resolve_variant",
+    "format_spec", "freeze", "from_keras_applications", "get_source", "get_variant",
+    "list_models", "parse", "parse_arch", "profile", "progressive_plan", "pyramid_channels",
+    "resolve_variant",
     "round_filters", "round_repeats", "scale_to_macs", "train",
 ]
 

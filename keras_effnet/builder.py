@@ -9,17 +9,16 @@ from typing import Any, Sequence
 
 from keras_effnet import spec as spec_lib
 from keras_effnet.blocks import Ops, dense_initializer, fused_mbconv, mbconv
+# Stable layer names that other modules look layers up by (the trainer sets the head's
+# dropout per stage; porting, pruning, loading weights and the trainer find the classifier).
+from keras_effnet.names import (CLASSIFIER_LAYER, DROPOUT_LAYER, HEAD_PREFIX, INPUT_LAYER,
+                                PYRAMID_STRIDES, pyramid_key)
 from keras_effnet.profile import check_buildable
 from keras_effnet.variants import Variant, resolve_variant
+from keras_effnet.weights import load_weights
 
 __all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
-           "CLASSIFIER_LAYER", "INPUT_LAYER", "model_image_size"]
-
-# Stable layer names that other modules look layers up by (the trainer sets the head's
-# dropout per stage; porting, pruning and the trainer find the classifier).
-INPUT_LAYER = "image"
-DROPOUT_LAYER = "top_dropout"
-CLASSIFIER_LAYER = "predictions"
+           "CLASSIFIER_LAYER", "INPUT_LAYER", "model_image_size", "pyramid_channels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,7 +71,8 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
           depth: float | None = None,
           name: str | None = None,
           base: str | Variant | None = None,
-          keras_module: Any = None):
+          keras_module: Any = None,
+          pyramid_outputs: bool = False):
     """Builds an EfficientNet (V1, lite or V2) as a functional Keras model.
 
     Args:
@@ -80,9 +80,11 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
             :class:`Variant`, or a custom architecture (block strings).
         arch: a custom architecture, as an alternative to ``name_or_arch``.
         include_top: end with pooling, dropout and the ``classes``-way classifier.
-        weights: None (random init) or the path of a ``.weights.h5`` file saved from a
-            keras_effnet model of the same architecture. ImageNet weights are ported from
-            keras.applications with :func:`keras_effnet.port.from_keras_applications`.
+        weights: None (random init), or a path to start from: a ``.weights.h5``,
+            ``.keras`` or ``.h5`` file saved from keras_effnet or keras.applications (the
+            same architecture), or a training run directory (its final model). A
+            classifier of another class count is left new; see
+            :func:`keras_effnet.weights.load_weights`. Nothing is downloaded.
         input_shape: ``(height, width, 3)``; default ``(None, None, 3)`` so one model
             runs at every image size (progressive learning).
         pooling: without top, ``None`` (feature map), ``"avg"`` or ``"max"``.
@@ -93,15 +95,21 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         name: model name (default: the variant name).
         base: for a custom ``arch``, the variant whose settings it inherits.
         keras_module: ``keras`` (default) or ``tf_keras`` for a tf_keras twin.
+        pyramid_outputs: with ``include_top=False``, output a dict of feature maps
+            ``{"P1": ..., "P5": ...}`` at strides 2 to 32, each the output of the last
+            block at its stride (P5: the last block's projection, before the head conv,
+            as keras-hub); channels: :func:`pyramid_channels`. The maps stay in the
+            compute dtype under mixed precision, for the layers that follow.
     """
     keras_module = _keras_module(keras_module)
     layers = keras_module.layers
     variant = resolve_variant(name_or_arch, arch=arch, base=base, dropout=dropout,
                               drop_path_rate=drop_path_rate, width=width, depth=depth)
-    _check_arguments(include_top, weights, pooling, classes, input_shape)
+    _check_arguments(include_top, weights, pooling, classes, input_shape, pyramid_outputs)
     # Sizes that cannot be built in memory are refused from the arithmetic, in
     # milliseconds, before Keras starts allocating (or hangs on a million blocks).
     check_buildable(variant, classes=classes, include_top=include_top)
+    taps = _pyramid_taps(variant) if pyramid_outputs else {}
     input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
 
     ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
@@ -113,29 +121,64 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
             x = layers.Rescaling(scale=list(scale), offset=list(offset),
                                  name="preprocessing")(x)
         x = ops.conv_bn_act(x, variant.stem(), 3, 2, "stem_")
-        for block, rate in zip(variant.scaled_blocks(), variant.drop_path_rates()):
+        tapped = {-1: x}
+        for i, (block, rate) in enumerate(zip(variant.scaled_blocks(),
+                                              variant.drop_path_rates())):
             make = fused_mbconv if block.fused else mbconv
-            x = make(ops, block, rate)(x)
-        x = ops.conv_bn_act(x, variant.head(), 1, 1, "top_")
-        if include_top:
-            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-            if variant.dropout > 0:
-                x = layers.Dropout(variant.dropout, name=DROPOUT_LAYER)(x)
-            # float32 logits and probabilities under mixed precision.
-            x = layers.Dense(classes, activation=classifier_activation,
-                             kernel_initializer=dense_initializer(), dtype="float32",
-                             name=CLASSIFIER_LAYER)(x)
+            x = tapped[i] = make(ops, block, rate)(x)
+        if pyramid_outputs:
+            x = {key: tapped[index] for key, (index, _) in taps.items()}
         else:
-            if pooling == "avg":
-                x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-            elif pooling == "max":
-                x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-            if _compute_dtype(keras_module) != "float32":
-                x = layers.Activation("linear", dtype="float32", name="float32_output")(x)
+            x = _head(ops, variant, x, include_top, pooling, classes, classifier_activation,
+                      keras_module)
         model = keras_module.Model(inputs, x, name=name or variant.name)
     if weights is not None:
-        model.load_weights(weights)
+        load_weights(model, weights)
     return model
+
+
+def _head(ops, variant, x, include_top, pooling, classes, classifier_activation,
+          keras_module):
+    layers = ops.layers
+    x = ops.conv_bn_act(x, variant.head(), 1, 1, HEAD_PREFIX)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if variant.dropout > 0:
+            x = layers.Dropout(variant.dropout, name=DROPOUT_LAYER)(x)
+        # float32 logits and probabilities under mixed precision.
+        return layers.Dense(classes, activation=classifier_activation,
+                            kernel_initializer=dense_initializer(), dtype="float32",
+                            name=CLASSIFIER_LAYER)(x)
+    if pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    if _compute_dtype(keras_module) != "float32":
+        x = layers.Activation("linear", dtype="float32", name="float32_output")(x)
+    return x
+
+
+def pyramid_channels(name_or_arch: str | Variant | Sequence[str], **kwargs: Any
+                     ) -> dict[str, int]:
+    """Channels of each feature map of ``build(..., pyramid_outputs=True)``, from the
+    architecture alone: ``{"P1": 16, "P2": 24, ...}``. ``kwargs`` as
+    :func:`keras_effnet.resolve_variant` (``width``, ``depth``, ``arch``, ...)."""
+    variant = resolve_variant(name_or_arch, **kwargs)
+    return {key: channels for key, (_, channels) in _pyramid_taps(variant).items()}
+
+
+def _pyramid_taps(variant: Variant) -> dict[str, tuple[int, int]]:
+    """Pyramid key -> (index of the block whose output it is, -1 for the stem; channels).
+    The last block at each stride wins: stages of stride 1 extend the level before."""
+    stride, taps = 2, {2: (-1, variant.stem())}
+    for i, block in enumerate(variant.scaled_blocks()):
+        stride *= block.strides
+        taps[stride] = (i, block.output_filters)
+    if tuple(taps) != PYRAMID_STRIDES:
+        raise ValueError(
+            f"pyramid_outputs needs blocks reaching strides {PYRAMID_STRIDES}; "
+            f"{variant.name!r} reaches {tuple(taps)}. Received: pyramid_outputs=True")
+    return {pyramid_key(s): tap for s, tap in taps.items()}
 
 
 def _keras_module(keras_module):
@@ -160,7 +203,8 @@ def _compute_dtype(keras_module) -> str:
     return getattr(policy, "compute_dtype", "float32")
 
 
-def _check_arguments(include_top, weights, pooling, classes, input_shape) -> None:
+def _check_arguments(include_top, weights, pooling, classes, input_shape,
+                     pyramid_outputs) -> None:
     if weights is not None:
         if weights == "imagenet":
             raise ValueError(
@@ -169,8 +213,12 @@ def _check_arguments(include_top, weights, pooling, classes, input_shape) -> Non
                 "keras_effnet.port.from_keras_applications(that_model, model); or pass the "
                 "path of a .weights.h5 file.")
         if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
-            raise ValueError(f"weights must be None or the path of an existing weights file. "
-                             f"Received: weights={weights!r}")
+            raise ValueError("weights must be None or the path of an existing weights file "
+                             f"or run directory. Received: weights={weights!r}")
+    if pyramid_outputs and (include_top or pooling is not None):
+        raise ValueError("pyramid_outputs=True returns feature maps: it needs "
+                         "include_top=False and pooling=None. Received: "
+                         f"include_top={include_top}, pooling={pooling!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if include_top and pooling is not None:
