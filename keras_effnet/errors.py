@@ -8,7 +8,7 @@ prefix, e.g. ``--export_prune`` for ``ExportConfig.prune``) and prints it.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "check_int"]
 
 
 class ConfigError(ValueError):
@@ -23,3 +23,13 @@ class ConfigError(ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+def check_int(name: str, value: object, minimum: int, allow_none: bool = False) -> None:
+    """Raises :class:`ConfigError` on field ``name`` unless ``value`` is an integer (not a
+    bool) >= ``minimum`` (or None, when ``allow_none``)."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}. "
+                          f"Received: {name}={value!r}", name)

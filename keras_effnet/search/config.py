@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from keras_effnet import cli
-from keras_effnet.errors import ConfigError
+from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.variants import is_arch_string
 
 __all__ = ["SearchConfig", "SEARCHES", "SAMPLERS", "REWARDS", "DEFAULT_MODELS",
@@ -140,12 +140,7 @@ class SearchConfig:
                               f"Received: sampler={self.sampler!r}", "sampler")
 
     def _check_int(self, name: str, minimum: int, allow_none: bool = False) -> None:
-        value = getattr(self, name)
-        if value is None and allow_none:
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{name} must be an integer >= {minimum}. "
-                              f"Received: {name}={value!r}", name)
+        check_int(name, getattr(self, name), minimum, allow_none)
 
     def check_request(self) -> None:
         """:meth:`validate`, then the model, dataset and data directory as the trainer

@@ -49,7 +49,7 @@ from typing import Any
 
 from keras_effnet import cli
 from keras_effnet.data.detect import check_data_dir, detect_source
-from keras_effnet.errors import ConfigError
+from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import schedules
 from keras_effnet.train import strategy as strategy_lib
@@ -202,12 +202,7 @@ class TrainConfig:
                               f"Received: strategy={self.strategy!r}", "tpu")
 
     def _check_int(self, name: str, minimum: int, allow_none: bool = False) -> None:
-        value = getattr(self, name)
-        if value is None and allow_none:
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{name} must be an integer >= {minimum}. "
-                              f"Received: {name}={value!r}", name)
+        check_int(name, getattr(self, name), minimum, allow_none)
 
     def check_request(self) -> None:
         """:meth:`validate`, then the model name, the dataset name and its data

@@ -119,7 +119,6 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
     identical weights. Each trace appends (dropout rate, image shape) to ``traces``.
     """
     import keras
-    import numpy as np
     import tensorflow as tf
 
     model, optimizer = state.model, state.optimizer
@@ -158,13 +157,7 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
         loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
         correct = strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
         if sync_stats:
-            # Cross-replica (and cross-worker) mean, assigned to every replica's copy.
-            means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
-            offset = 0
-            for variable in state.moving_stats:
-                size = int(np.prod(variable.shape))
-                variable.assign(tf.reshape(means[offset:offset + size], variable.shape))
-                offset += size
+            _assign_replica_mean(strategy, stats, state.moving_stats)
         # The counters advance inside the traced step, so a checkpoint taken whenever
         # an interrupt lands is consistent.
         state.step.assign_add(1)
@@ -174,6 +167,20 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
         return loss, correct
 
     return train_step
+
+
+def _assign_replica_mean(strategy: Any, stats: Any, variables: list) -> None:
+    """Assigns every replica's copy of ``variables`` the cross-replica (and cross-worker)
+    mean of ``stats``, each replica's values flattened and concatenated."""
+    import numpy as np
+    import tensorflow as tf
+
+    means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
+    offset = 0
+    for variable in variables:
+        size = int(np.prod(variable.shape))
+        variable.assign(tf.reshape(means[offset:offset + size], variable.shape))
+        offset += size
 
 
 def make_eval_step(model: Any, strategy: Any, top_k: int) -> Callable[[Any], Any]:
@@ -225,7 +232,6 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
     usable from the first evaluation.
     """
     import keras
-    import numpy as np
     import tensorflow as tf
 
     model = state.model
@@ -255,12 +261,7 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
             for layer, momentum in zip(layers, saved):
                 object.__setattr__(layer, "momentum", momentum)
         if replicas > 1 and state.moving_stats:
-            means = strategy.reduce(tf.distribute.ReduceOp.MEAN, stats, axis=None)
-            offset = 0
-            for variable in state.moving_stats:
-                size = int(np.prod(variable.shape))
-                variable.assign(tf.reshape(means[offset:offset + size], variable.shape))
-                offset += size
+            _assign_replica_mean(strategy, stats, state.moving_stats)
 
     def recalibrate(batch: Any, index: int) -> None:
         weight.assign(index / (index + 1.0))
