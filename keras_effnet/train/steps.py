@@ -11,13 +11,15 @@ one train step per rate; :func:`relax_shapes` lets that one trace serve every im
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from keras_effnet.builder import CLASSIFIER_LAYER, DROPOUT_LAYER
 
 __all__ = ["TrainState", "build_state", "make_train_step", "make_eval_step",
-           "make_recalibrate_step", "recalibration_count", "rank_of_target",
+           "make_recalibrate_step", "recalibration_count", "statistics_restored",
+           "rank_of_target",
            "relax_shapes", "dropout_rate"]
 
 # BatchNorm recalibration ("precise BN") uses at most this many training images, and at
@@ -216,9 +218,11 @@ def recalibration_count(num_train: int, image_size: int, global_batch: int) -> i
     return max(global_batch, count // global_batch * global_batch)
 
 
-def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, int], None]:
-    """``recalibrate(batch, index)``: BatchNorm moving statistics as the plain mean over
-    the batches seen so far ("precise BN", Wu & Johnson 2021).
+def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, int, int], None]:
+    """``recalibrate(source, image_size, global_batch)``: BatchNorm moving statistics as
+    the plain mean over batches of training images with evaluation preprocessing
+    (``source.representative_images``, :func:`recalibration_count` of them; "precise BN",
+    Wu & Johnson 2021).
 
     Batch ``index`` (0-based) is weighted ``1 / (index + 1)``: after ``n`` batches each
     moving mean / variance is the average of the ``n`` batch statistics (averaged over
@@ -263,14 +267,31 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
         if replicas > 1 and state.moving_stats:
             _assign_replica_mean(strategy, stats, state.moving_stats)
 
-    def recalibrate(batch: Any, index: int) -> None:
-        weight.assign(index / (index + 1.0))
+    def recalibrate(source: Any, image_size: int, global_batch: int) -> None:
+        count = recalibration_count(source.num_train, image_size, global_batch)
+        images = source.representative_images(count, image_size)
+        dataset = tf.data.Dataset.from_tensor_slices(images).batch(global_batch,
+                                                                   drop_remainder=True)
         rng = [v.read_value() for v in state.rng_states]
-        step(batch)
+        for index, batch in enumerate(strategy.experimental_distribute_dataset(dataset)):
+            weight.assign(index / (index + 1.0))
+            step(batch)
         for variable, value in zip(state.rng_states, rng):
             variable.assign(value)
 
     return recalibrate
+
+
+@contextlib.contextmanager
+def statistics_restored(moving_stats: list, restore: bool = True) -> Iterator[None]:
+    """Puts the BatchNorm moving statistics back as they were on exit (when
+    ``restore``)."""
+    saved = [v.numpy() for v in moving_stats] if restore else []
+    try:
+        yield
+    finally:
+        for variable, value in zip(moving_stats, saved):
+            variable.assign(value)
 
 
 def rank_of_target(probs: Any, target: Any) -> Any:

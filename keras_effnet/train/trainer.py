@@ -208,9 +208,12 @@ class Trainer:
         ema = use_ema and self.ema is not None
         totals = [0.0, 0.0, 0.0, 0.0]
         with self.ema.swapped() if ema else contextlib.nullcontext(), \
-                self._statistics_restored(not keep):
+                steps_lib.statistics_restored(self.state.moving_stats, not keep):
             if self.config.recalibrate_bn and hasattr(self.source, "representative_images"):
-                self._recalibrate(size)
+                if self._recalibrate_fn is None:
+                    self._recalibrate_fn = steps_lib.make_recalibrate_step(self.state,
+                                                                           self.strategy)
+                self._recalibrate_fn(self.source, size, self.global_batch)
             for batch_values in dataset:
                 values = self._eval_fn(batch_values)
                 totals = [t + float(v) for t, v in zip(totals, values)]
@@ -219,30 +222,6 @@ class Trainer:
         return {"top1": top1 / count, "top5": topk / count, "loss": loss / count,
                 "count": int(count), "correct": int(top1), "image_size": size,
                 "weights": "EMA" if ema or self._holds_ema else "raw"}
-
-    @contextlib.contextmanager
-    def _statistics_restored(self, restore: bool):
-        """Puts the BatchNorm moving statistics back on exit (when ``restore``)."""
-        saved = [v.numpy() for v in self.state.moving_stats] if restore else []
-        try:
-            yield
-        finally:
-            for variable, value in zip(self.state.moving_stats, saved):
-                variable.assign(value)
-
-    def _recalibrate(self, size: int) -> None:
-        """BatchNorm statistics of the current weights at ``size``, from training images
-        with evaluation preprocessing (the same images every time)."""
-        import tensorflow as tf
-
-        if self._recalibrate_fn is None:
-            self._recalibrate_fn = steps_lib.make_recalibrate_step(self.state, self.strategy)
-        count = steps_lib.recalibration_count(self.source.num_train, size, self.global_batch)
-        images = self.source.representative_images(count, size)
-        dataset = tf.data.Dataset.from_tensor_slices(images).batch(
-            self.global_batch, drop_remainder=True)
-        for index, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset)):
-            self._recalibrate_fn(batch, index)
 
     # --- the run ----------------------------------------------------------------------
 
