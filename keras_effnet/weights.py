@@ -185,7 +185,7 @@ def _legacy_classes(f) -> dict[str, str]:
 
 
 def _read_legacy(group, classes: dict[str, str]) -> dict[str, list[WeightEntry]]:
-    # tf.keras h5: layer_names in model order, each layer's weight_names in layer order.
+    # Keras 2 (tf_keras) h5: layer_names in model order, each layer's weight_names in layer order.
     result: dict[str, list[WeightEntry]] = {kind: [] for kind in KINDS}
     for name in group.attrs["layer_names"]:
         name = name.decode() if isinstance(name, bytes) else name
@@ -200,7 +200,7 @@ def _read_legacy(group, classes: dict[str, str]) -> dict[str, list[WeightEntry]]
 
 
 def _legacy_kind(names: list[str], arrays: tuple) -> str | None:
-    # tf.keras weight names: depthwise_kernel, gamma / beta / moving_mean, kernel.
+    # Keras 2 (tf_keras) weight names: depthwise_kernel, gamma / beta / moving_mean, kernel.
     leaves = {n.rsplit("/", 1)[-1].split(":")[0] for n in names}
     if "depthwise_kernel" in leaves:
         return "depthwise"

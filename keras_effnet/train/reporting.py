@@ -27,6 +27,30 @@ def stage_banner(stage: Stage, num_stages: int, steps_per_epoch: int) -> str:
                       f"+{'=' * width}+"])
 
 
+def run_header(trainer: Any, resumed: str | None, stage: Stage | None) -> list[str]:
+    """The lines a run starts with: model, data, strategy, plan, recipe, and where a
+    resumed run picks up (``stage``: the stage it resumes in)."""
+    from keras_effnet.train import strategy as strategy_lib
+
+    config, v, source = trainer.config, trainer.variant, trainer.source
+    s = trainer.schedule_kwargs
+    lines = [
+        f"keras_effnet training: {v.name} ({trainer.model.count_params():,} params) on "
+        f"{config.dataset!r} ({source.num_train} train / {source.num_val} held-out images, "
+        f"{source.num_classes} classes)",
+        f"{strategy_lib.describe_strategy(trainer.strategy)}, {trainer.precision}, global "
+        f"batch {trainer.global_batch}, {trainer.steps_per_epoch} steps/epoch, "
+        f"{config.epochs} epochs in {len(trainer.plan)} {config.progressive_mode} stage(s); "
+        f"RMSProp peak LR {s['base_lr']:.4g} ({s['kind']}, warm-up "
+        f"{s['warmup_epochs']:.3g} epochs), EMA "
+        f"{config.ema_decay if trainer.ema else 'off'}; model_dir {trainer.model_dir}"]
+    if resumed:
+        lines.append(f"Resumed from {resumed}: step {int(trainer.step.numpy())}, epoch "
+                     f"{int(trainer.epoch.numpy()) + 1}, batch "
+                     f"{int(trainer.batch_in_epoch.numpy())} (stage {stage.index + 1}).")
+    return lines
+
+
 def summary_table(stages: Sequence[Stage], history: Sequence[dict[str, Any]],
                   final: dict[str, Any] | None = None) -> str:
     """Per-stage table of the last epoch's metrics, plus the final evaluation."""

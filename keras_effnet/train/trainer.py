@@ -150,10 +150,6 @@ class Trainer:
             learning_rate_schedule=dict(self.schedule_kwargs),
             plan=tuple(s.to_dict() for s in self.plan), train_config=config.to_dict())
 
-    def resolved_config(self) -> dict[str, Any]:
-        """:meth:`run_config` as the dict in ``config.json``."""
-        return self.run_config().to_dict()
-
     # --- construction -----------------------------------------------------------------
 
     def _build(self) -> None:
@@ -400,22 +396,9 @@ class Trainer:
                  f"({metrics['weights']} weights, {metrics['image_size']}px)")
 
     def _log_header(self, resumed: str | None) -> None:
-        config, v = self.config, self.variant
-        self.log(f"keras_effnet training: {v.name} ({self.model.count_params():,} params) "
-                 f"on {config.dataset!r} ({self.source.num_train} train / "
-                 f"{self.source.num_val} held-out images, {self.source.num_classes} "
-                 f"classes)")
-        s = self.schedule_kwargs
-        self.log(f"{strategy_lib.describe_strategy(self.strategy)}, {self.precision}, "
-                 f"global batch {self.global_batch}, {self.steps_per_epoch} steps/epoch, "
-                 f"{config.epochs} epochs in {len(self.plan)} {config.progressive_mode} "
-                 f"stage(s); RMSProp peak LR {s['base_lr']:.4g} ({s['kind']}, warm-up "
-                 f"{s['warmup_epochs']:.3g} epochs), EMA "
-                 f"{config.ema_decay if self.ema else 'off'}; model_dir {self.model_dir}")
-        if resumed:
-            self.log(f"Resumed from {resumed}: step {_value(self.step)}, epoch "
-                     f"{_value(self.epoch) + 1}, batch {_value(self.batch_in_epoch)} (stage "
-                     f"{self.stage_at(_value(self.epoch)).index + 1}).")
+        stage = self.stage_at(_value(self.epoch)) if resumed else None
+        for line in reporting.run_header(self, resumed, stage):
+            self.log(line)
 
     def _finish(self, history: list[dict[str, Any]], resumed: str | None, started: float,
                 scalars: reporting.Scalars) -> TrainResult:
