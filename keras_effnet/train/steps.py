@@ -267,9 +267,14 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
         if replicas > 1 and state.moving_stats:
             _assign_replica_mean(strategy, stats, state.moving_stats)
 
+    images_at: dict[tuple[int, int], Any] = {}  # the same images every evaluation
+
     def recalibrate(source: Any, image_size: int, global_batch: int) -> None:
         count = recalibration_count(source.num_train, image_size, global_batch)
-        images = source.representative_images(count, image_size)
+        if (image_size, count) not in images_at:
+            images_at.clear()  # one size at a time (at most 256 MB of pixels)
+            images_at[image_size, count] = source.representative_images(count, image_size)
+        images = images_at[image_size, count]
         dataset = tf.data.Dataset.from_tensor_slices(images).batch(global_batch,
                                                                    drop_remainder=True)
         rng = [v.read_value() for v in state.rng_states]
