@@ -13,7 +13,8 @@ import pytest
 
 import keras_effnet.bench as bench
 from keras_effnet.bench import config as config_lib
-from keras_effnet.bench import fuzz, plots, reliability, report, runner, timing
+from keras_effnet import timing
+from keras_effnet.bench import fuzz, plots, reliability, report, runner
 from keras_effnet.bench import sections as registry
 from keras_effnet.bench.sections.progressive import reach_target, time_to_reach
 from keras_effnet.errors import ConfigError

@@ -6,7 +6,7 @@
 * :mod:`~keras_effnet.bench.runner`: what the command line asks for (``BenchRequest``);
   runs the chosen sections and writes the results.
 * :mod:`~keras_effnet.bench.child`: work run in a fresh Python process.
-* :mod:`~keras_effnet.bench.timing`: A/B interleaving, medians, ratios (pure Python).
+* :mod:`~keras_effnet.timing`: A/B interleaving, medians, ratios (pure Python; below both bench and search).
 * :mod:`~keras_effnet.bench.report`: machine description, ``results.json`` / ``.md``.
 * :mod:`~keras_effnet.bench.plots`: the figures (matplotlib, PNG).
 * :mod:`~keras_effnet.bench.photos`: stand-in photographs (scikit-learn's samples).
@@ -23,7 +23,7 @@ from keras_effnet.bench.report import (machine_info, markdown_table, render_mark
                                        write_results)
 from keras_effnet.bench.runner import BenchRequest
 from keras_effnet.bench.sections import CPU_SECTIONS, SECTIONS
-from keras_effnet.bench.timing import interleaved, median, ratio
+from keras_effnet.timing import interleaved, median, ratio
 
 __all__ = ["BenchConfig", "BenchRequest", "CPU_SECTIONS", "SECTIONS", "apply_overrides",
            "full_config", "interleaved", "machine_info", "markdown_table", "median",

@@ -2,7 +2,7 @@
 step against the base's.
 
 Step time (``S`` of EfficientNetV2's reward) is measured in this process, the candidate's
-step and the base's interleaved (``keras_effnet.bench.timing``), so a burst of load from
+step and the base's interleaved (``keras_effnet.timing``), so a burst of load from
 elsewhere lands on both. The candidate's step is the one its training traced: tracing
 again costs about as much as a short proxy run on a small CPU. The base's step is the
 base trial's own when this process trained it, else built once per process with the
@@ -149,7 +149,7 @@ class StepTimer:
         When ``is_base`` and this process has no base step yet, the candidate's step
         becomes the base's (ratio 1 by definition, and no second trace).
         """
-        from keras_effnet.bench import timing
+        from keras_effnet import timing
 
         # The step the candidate's training traced, for the head dropout it ended with
         # (Trainer has no public accessor for it yet).

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keras_effnet.bench import timing
+from keras_effnet import timing
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.bench.sections.steps import StepKey, repeat_step
 

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from keras_effnet.bench import timing
+from keras_effnet import timing
 from keras_effnet.bench.sections.base import Context, Section
 
 if TYPE_CHECKING:

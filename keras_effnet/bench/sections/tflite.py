@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keras_effnet.bench import timing
+from keras_effnet import timing
 from keras_effnet.bench.child import Child
 from keras_effnet.bench.sections.base import Context, Section
 

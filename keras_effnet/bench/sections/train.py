@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keras_effnet.bench import timing
+from keras_effnet import timing
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.bench.sections.steps import clear_session, repeat_step, train_step
 
