@@ -160,7 +160,8 @@ class FlagSet:
             ``option(help=...)``).
         skip: fields to leave out.
         defaults: flag defaults that differ from the fields' (``{"prune": 0.5}``; for a
-            nested config, its primary value).
+            nested config, its primary value; ``"prune.epochs"`` for another of its
+            fields).
     """
 
     def __init__(self, config_cls: type, *, prefix: str = "",
@@ -170,8 +171,8 @@ class FlagSet:
         self.prefix = prefix
         self.defaults = dict(defaults or {})
         fields = {f.name: f for f in dataclasses.fields(config_cls)}
-        unknown = [n for n in list(only or ()) + list(skip) + list(self.defaults)
-                   if n not in fields]
+        unknown = [n for n in list(only or ()) + list(skip)
+                   + [d.split(".", 1)[0] for d in self.defaults] if n not in fields]
         if unknown:
             raise ValueError(f"{config_cls.__name__} has no field {unknown[0]!r}")
         names = [n for n in (only or fields) if n not in skip
@@ -191,6 +192,10 @@ class FlagSet:
                                          meta.get("choices")))
                 continue
             self._add_nested(name, field, sub_cls, optional)
+        paths = {".".join(f.path) for f in self._flags}
+        stray = [d for d in self.defaults if "." in d and d not in paths]
+        if stray:
+            raise ValueError(f"{config_cls.__name__} has no nested field {stray[0]!r}")
 
     def _add_nested(self, name: str, field: dataclasses.Field, sub_cls: type,
                     optional: bool) -> None:
@@ -218,7 +223,7 @@ class FlagSet:
                     help_text += " (0: off)"
             else:
                 flag_name = f"{name}_{meta.get('flag') or sub.name}"
-                default = sub_default
+                default = self.defaults.get(f"{name}.{sub.name}", sub_default)
                 help_text = meta.get("help") or sub.name
             self._flags.append(_Flag(flag_name, (name, sub.name), sub_hints[sub.name],
                                      default, help_text, meta.get("choices")))

@@ -41,7 +41,7 @@ from keras_effnet.train.config import TrainConfig  # noqa: E402  (no TensorFlow)
 
 TRAIN = cli.FlagSet(TrainConfig)
 EXPORT = cli.FlagSet(ExportConfig, prefix="export_", only=("prune", "quantize"),
-                     defaults={"prune": 0.5, "quantize": ("int8",)})
+                     defaults={"prune": 0.5, "prune.epochs": 2, "quantize": ("int8",)})
 EXPORT_DIRS = cli.FlagSet(ExportConfig, only=("saved_models", "tflite_dir"))
 FLAGSETS = (TRAIN, EXPORT, EXPORT_DIRS)
 for flagset in FLAGSETS:

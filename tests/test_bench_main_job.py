@@ -62,6 +62,14 @@ def test_classical_baselines_use_the_training_split_only():
     assert 0.95 < svc["final_top1"] <= 1.0 and 0.9 < logistic["final_top1"] < 1.0
 
 
+def test_the_section_follows_the_main_jobs_dataset():
+    cfg = config_lib.BenchConfig()
+    assert main_job.main_job_dataset(cfg) == "mnist5k"  # the trainer's default
+    assert main_job.main_job_dataset(config_lib.quick_config()) == "digits"
+    named = dataclasses.replace(cfg, main_job_flags=("--dataset=digits", "--dataset=mnist5k"))
+    assert main_job.main_job_dataset(named) == "mnist5k"  # the last one, as absl reads it
+
+
 @pytest.mark.slow
 def test_main_job_section_end_to_end(tmp_path):
     """The quick preset's section: both main-job arms as real scripts/train.py processes

@@ -78,6 +78,18 @@ def test_prefix_only_and_flag_defaults():
     assert flagset.flag_for("count") is None
 
 
+def test_a_nested_field_default_is_the_flag_default_and_a_flag_still_wins():
+    flagset = cli.FlagSet(_Config, prefix="export_", only=("sub",),
+                          defaults={"sub": 0.5, "sub.epochs": 2})
+    assert flagset.values(_parse([flagset], [])) == {"sub": _Sub(amount=0.5, epochs=2)}
+    assert flagset.values(_parse([flagset], ["--export_sub_epochs=5"])) == {
+        "sub": _Sub(amount=0.5, epochs=5)}
+    with pytest.raises(ValueError, match="no nested field 'sub.epoch'"):
+        cli.FlagSet(_Config, only=("sub",), defaults={"sub.epoch": 2})
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        cli.FlagSet(_Config, defaults={"nope.epochs": 2})
+
+
 def test_enum_choices_are_enforced_by_absl():
     flagset = cli.FlagSet(_Config)
     with pytest.raises(flags.IllegalFlagValueError):

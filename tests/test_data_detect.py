@@ -51,7 +51,8 @@ def test_missing_file_remote_and_digits_with_data_dir(tmp_path):
     with pytest.raises(ConfigError, match="pass dataset=tfrecord"):
         TrainConfig(data_dir="gs://bucket/shards")
     assert TrainConfig(data_dir="gs://bucket/shards", dataset="tfrecord").dataset == "tfrecord"
-    with pytest.raises(ConfigError, match="embedded and read no data_dir") as info:
-        TrainConfig(dataset="digits", data_dir=str(tmp_path))
-    assert info.value.field == "data_dir"
-    assert TrainConfig().dataset == "digits"
+    for embedded in ("mnist5k", "digits"):
+        with pytest.raises(ConfigError, match="embedded and reads no data_dir") as info:
+            TrainConfig(dataset=embedded, data_dir=str(tmp_path))
+        assert info.value.field == "data_dir"
+    assert TrainConfig().dataset == "mnist5k"  # the embedded default

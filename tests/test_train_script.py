@@ -33,9 +33,11 @@ def _run(*args, timeout=300):
     (["--data_dir=scripts"], "error: --data_dir: data_dir scripts holds neither class "
      "sub-folders of images"),
     (["--dataset=digits", "--data_dir=scripts"],
-     "error: --data_dir: the digits are embedded and read no data_dir"),
+     "error: --data_dir: digits is embedded and reads no data_dir"),
+    (["--dataset=mnist5k", "--data_dir=scripts"],
+     "error: --data_dir: mnist5k is embedded and reads no data_dir"),
     (["--epochs=2", "--stages=3"], "error: --stages: stages (3) must be <= epochs (2)"),
-    (["--dataset=imagenet"], "error: --dataset: dataset must be one of digits, folder"),
+    (["--dataset=imagenet"], "error: --dataset: dataset must be one of mnist5k, digits, folder"),
     (["--batch_size=0"], "error: --batch_size: batch_size must be an integer >= 1"),
     (["--export_quantize=int9"],
      "error: --export_quantize: quantize must be a list of none, float16"),
@@ -96,8 +98,9 @@ def _wait_for(proc, predicate, timeout=400):
 @pytest.mark.slow
 def test_kill_9_then_ctrl_c_then_finish(tmp_path):
     model_dir = tmp_path / "run"
-    args = [f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8", "--epochs=2",
-            "--stages=2", "--batch_size=32", "--checkpoint_every_steps=10",
+    args = ["--dataset=digits", f"--model={TINY_ARCH}", "--image_size=16",
+            "--min_image_size=8", "--epochs=2", "--stages=2", "--batch_size=32",
+            "--checkpoint_every_steps=10",
             f"--model_dir={model_dir}", "--eval_every_epochs=0", "--noexport"]
     steps_per_epoch = 1438 // 32  # the digits split: 1438 train / 359 held-out
 
@@ -146,8 +149,9 @@ def test_kill_9_then_ctrl_c_then_finish(tmp_path):
 @pytest.mark.slow
 def test_the_run_ends_by_exporting_a_serving_version_and_a_pruned_tflite(tmp_path):
     saved, lite = tmp_path / "saved_models", tmp_path / "tflite"
-    result = _run(f"--model={TINY_ARCH}", "--image_size=16", "--min_image_size=8",
-                  "--epochs=2", "--stages=2", "--batch_size=64", "--eval_every_epochs=0",
+    result = _run("--dataset=digits", f"--model={TINY_ARCH}", "--image_size=16",
+                  "--min_image_size=8", "--epochs=2", "--stages=2", "--batch_size=64",
+                  "--eval_every_epochs=0",
                   f"--model_dir={tmp_path / 'run'}", f"--saved_models={saved}",
                   f"--tflite_dir={lite}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -65,7 +65,7 @@ class BenchConfig:
     # keras.applications + fit and scikit-learn, on the digits' own split
     main_job_seeds: tuple[int, ...] = (0, 1, 2)
     main_job_flags: tuple[str, ...] = ()  # extra scripts/train.py flags for every run
-    main_job_epochs: int = 12  # the main job's default; keras.applications gets the same
+    main_job_epochs: int = 8  # the main job's default; keras.applications gets the same
     main_job_image_size: int = 128  # keras.applications' fixed size (the main job's last)
     main_job_batch: int = 64
     main_job_apps_model: str = "EfficientNetV2B0"
@@ -243,8 +243,8 @@ def quick_config() -> BenchConfig:
         search_width=1.0, search_depth=1.0, search_image_size=16, search_trials=2,
         search_epochs=1, search_seeds=(1, 2), search_timing_rounds=2,
         main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=32,
-        main_job_flags=(f"--model={QUICK_PROGRESSIVE_ARCH}", "--image_size=32",
-                        "--min_image_size=16", "--stages=2", "--export_prune=0",
+        main_job_flags=("--dataset=digits", f"--model={QUICK_PROGRESSIVE_ARCH}",
+                        "--image_size=32", "--min_image_size=16", "--stages=2", "--export_prune=0",
                         "--export_quantize=none"))
 
 

@@ -1,9 +1,9 @@
 """Input pipelines: labelled image sources and the EfficientNet augmentation recipe.
 
-``get_source(name)`` returns a ``Source`` ("digits", "folder", "tfrecord", "tfds:<name>")
-whose ``train_dataset`` / ``eval_dataset`` are parallel, prefetched ``tf.data`` pipelines
-yielding float32 pixels in [0, 255] (the models normalise internally) and float32 one-hot
-labels. ``train_dataset(augment=Augment(...))`` says which augmentation to apply.
+``get_source(name)`` returns a ``Source`` ("mnist5k", "digits", "folder", "tfrecord",
+"tfds:<name>") whose ``train_dataset`` / ``eval_dataset`` are parallel, prefetched
+``tf.data`` pipelines yielding float32 pixels in [0, 255] (the models normalise
+internally) and float32 one-hot labels. ``train_dataset(augment=Augment(...))`` says which augmentation to apply.
 ``decode_and_center_crop`` is the eval preprocessing for serving signatures.
 
 Names load on first use (PEP 562): ``Augment`` needs no TensorFlow, so progressive plans
@@ -22,6 +22,7 @@ _EXPORTS = {
     "FolderSource": "folder",
     "IMAGE_EXTENSIONS": "folder",
     "Mixer": "transforms",
+    "Mnist5kSource": "mnist",
     "RandAugment": "transforms",
     "SOURCE_NAMES": "sources",
     "Source": "base",

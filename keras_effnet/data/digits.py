@@ -62,16 +62,21 @@ def digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 class DigitsSource(IndexedSource):
-    """scikit-learn's ``load_digits`` as an in-memory source (10 classes, "0".."9")."""
+    """scikit-learn's ``load_digits`` as an in-memory source (10 classes, "0".."9").
+
+    A subclass with another ``load_pixels`` (``[N, H, W]`` float32 in [0, 255], labels,
+    class names) is another embedded grayscale set with the same margin, split and
+    augmentation rules (:class:`~keras_effnet.data.mnist.Mnist5kSource`)."""
 
     name = "digits"
+    load_pixels = staticmethod(digits_pixels)
     default_flip = False
     crop_area_range = (0.25, 1.0)
     tolerate_decode_errors = False  # pixels in memory: nothing can fail to decode
 
     def __init__(self, seed: int = 0):
         super().__init__()
-        images, self._labels, self.class_names = digits_pixels()
+        images, self._labels, self.class_names = self.load_pixels()
         images = np.pad(images, ((0, 0), (_MARGIN, _MARGIN), (_MARGIN, _MARGIN)))
         self._items = np.repeat(images[..., None], 3, axis=-1)
         self._train_idx, self._val_idx = stratified_split(self._labels, VAL_FRACTION, seed)
@@ -79,7 +84,7 @@ class DigitsSource(IndexedSource):
 
     def split_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(train pixels, train labels, held-out pixels, held-out labels)``: this
-        source's split of the 8x8 scans (float32 in [0, 255], no margin), for baselines
+        source's split of the scans (float32 in [0, 255], no margin), for baselines
         that must see the same images (scikit-learn, ``keras.Model.fit``)."""
         pixels = self._items[:, _MARGIN:-_MARGIN, _MARGIN:-_MARGIN, 0]
         return (pixels[self._train_idx], self._labels[self._train_idx],
