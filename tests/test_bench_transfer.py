@@ -45,7 +45,8 @@ def test_transfer_settings_are_checked():
     quick = config_lib.quick_config()
     for change, field in [(dict(transfer_freeze="head"), "transfer_freeze"),
                           (dict(transfer_unfreeze_at_epoch=3), "transfer_unfreeze_at_epoch"),
-                          (dict(transfer_freeze="bn"), "transfer_unfreeze_at_epoch"),
+                          (dict(transfer_freeze="bn", transfer_unfreeze_at_epoch=1),
+                           "transfer_unfreeze_at_epoch"),
                           (dict(transfer_batch=26), "transfer_batch"),
                           (dict(transfer_seeds=(1, 1)), "transfer_seeds"),
                           (dict(transfer_per_class=0), "transfer_per_class")]:
@@ -53,7 +54,7 @@ def test_transfer_settings_are_checked():
             dataclasses.replace(quick, **change)
         assert error.value.field == field, change
     full = config_lib.full_config()
-    assert len(full.transfer_seeds) == 3 and full.transfer_unfreeze_at_epoch < full.transfer_epochs
+    assert len(full.transfer_seeds) == 3 and full.transfer_freeze in ("bn", "backbone")
     assert "transfer" in registry.CPU_SECTIONS
 
 

@@ -222,3 +222,40 @@ def test_script_bad_starting_weights_are_one_line_and_exit_2(tmp_path):
     assert "'stage2_block01_project_conv'" in errors[0]
     assert "Traceback" not in result.stderr and "Epoch 1/1" not in result.stdout
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_mirrored_fine_tuning_equals_the_default_strategy(tmp_path):
+    # Two replicas of one CPU, a fresh process (logical devices are set before TensorFlow
+    # starts): the same fine-tuning run, phase switch included, gives the same weights.
+    import textwrap
+    tests = Path(__file__).resolve().parent
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tests), str(ROOT),
+                                                 os.environ.get("PYTHONPATH", "")])}
+    code = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        logical = tf.config.LogicalDeviceConfiguration()
+        tf.config.set_logical_device_configuration(cpu, [logical, logical])
+        from test_trainer_support import ArraySource, tiny_config, model_weights
+        from keras_effnet.train import train
+        quiet = dict(log=lambda _: None)
+        train(tiny_config(r"{tmp_path}/pre", epochs=1, stages=1, eval_every_epochs=0),
+              source=ArraySource(), **quiet)
+        common = dict(epochs=2, dropout=0.0, init_weights=r"{tmp_path}/pre",
+                      freeze="backbone", unfreeze_at_epoch=1, max_train_steps=12,
+                      eval_every_epochs=0)
+        default = train(tiny_config(r"{tmp_path}/default", strategy="default", **common),
+                        source=ArraySource(), **quiet)
+        mirrored = train(tiny_config(r"{tmp_path}/mirrored", **common), source=ArraySource(),
+                         strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+                         **quiet)
+        diffs = [float(np.abs(a - b).max()) for a, b in
+                 zip(model_weights(default.model), model_weights(mirrored.model))]
+        print(json.dumps({{"max_diff": max(diffs), "steps": [default.steps, mirrored.steps]}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["steps"] == [12, 12] and report["max_diff"] < 1e-4, report

@@ -146,9 +146,9 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
             + ", ".join(f"seed {s}: {'-' if g is None else f'{100 * g:+.1f}'}"
                         for s, g in per_seed.items())
             + (f"; median {100 * timing.median(known):+.1f}" if known else "")
-            + ". Train time = the epochs' training seconds (first trace included; the "
-            "fine-tuned arm traces one step per phase); wall = the whole run, evaluation "
-            "and saving included (pretraining not included)."]}
+            + ". Train time = the epochs' training seconds (traces included: one per "
+            "freeze phase); wall = the whole run, evaluation (and, for scratch, the BatchNorm "
+            "recalibration) and saving included, pretraining not."]}
 
 
 SECTION = Section("transfer", "Transfer: fine-tuning vs from scratch on few labels (digits)",
