@@ -134,13 +134,18 @@ class RunConfig:
     precision: str | None = None
     learning_rate_schedule: dict[str, Any] | None = None
     plan: tuple[dict[str, Any], ...] = ()
+    # Fine-tuning: starting weights (absolute path), freeze, unfreeze epoch and LR factor;
+    # None for a run from scratch with nothing frozen.
+    fine_tune: dict[str, Any] | None = None
     train_config: dict[str, Any] | None = None
 
     # The fields a resumed run must share with the run that wrote the checkpoint: the
     # same network, trained on the same data (source, directory and class names, so
-    # cat/dog weights never continue as apple/pear), with the same batch and plan.
+    # cat/dog weights never continue as apple/pear), with the same batch and plan, from
+    # the same starting weights under the same freeze schedule (the checkpoint is that
+    # run's; resumed under another it would become neither).
     RESUME_KEYS = ("variant", "num_classes", "dataset", "data_dir", "class_names",
-                   "global_batch_size", "plan")
+                   "global_batch_size", "plan", "fine_tune")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -16,6 +16,7 @@ training run directory (its ``final_model.keras``, through :class:`RunDir`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -26,7 +27,8 @@ from typing import Any
 
 from keras_effnet.names import HEAD_PREFIX
 
-__all__ = ["load_weights", "read_weights", "freeze", "FREEZE_MODES", "WeightEntry"]
+__all__ = ["load_weights", "read_weights", "check_readable", "freeze", "FREEZE_MODES",
+           "WeightEntry"]
 
 KINDS = ("conv", "depthwise", "bn", "dense")
 _LAYER_KINDS = {"Conv2D": "conv", "DepthwiseConv2D": "depthwise",
@@ -116,6 +118,24 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[WeightEntry]]:
     Layers of other kinds (keras.applications V1's ``Normalization``, whose 7 numbers
     keras_effnet holds as fixed constants) are left out.
     """
+    with _open(path) as (f, resolved):
+        return _read_h5(f, resolved)
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """Raises the ValueError :func:`read_weights` would (no such file, not a weights file,
+    an unfinished run), reading the file's layout but none of its arrays: a request's
+    ``weights=`` checked in a moment."""
+    with _open(path) as (f, resolved):
+        if "layers" not in f and "layer_names" not in (
+                f["model_weights"] if "model_weights" in f else f).attrs:
+            raise ValueError(f"{resolved!r} holds no Keras model weights. "
+                             f"Received: weights={resolved!r}")
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike):
+    """``(open h5py.File, resolved path)`` of a weights file, ``.keras`` or run directory."""
     import h5py
     path = _resolve(path)
     try:
@@ -127,12 +147,13 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[WeightEntry]]:
                                      f"Received: weights={path!r}")
                 data = io.BytesIO(archive.read(_KERAS_ARCHIVE_WEIGHTS))
             with h5py.File(data, "r") as f:
-                return _read_h5(f, path)
+                yield f, path
+            return
         if not h5py.is_hdf5(path):
             raise ValueError("weights must be a .weights.h5, .keras or .h5 file or a run "
                              f"directory; {path!r} is none of them. Received: weights={path!r}")
         with h5py.File(path, "r") as f:
-            return _read_h5(f, path)
+            yield f, path
     except (OSError, KeyError, zipfile.BadZipFile) as e:
         raise ValueError(f"Cannot read weights from {path!r} ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}). "
@@ -141,6 +162,9 @@ def read_weights(path: str | os.PathLike) -> dict[str, list[WeightEntry]]:
 
 def _resolve(path: str | os.PathLike) -> str:
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"{path!r} does not exist; weights are a .weights.h5, .keras or "
+                         f".h5 file or a training run directory. Received: weights={path!r}")
     if not os.path.isdir(path):
         return path
     from keras_effnet.run_dir import RunDir

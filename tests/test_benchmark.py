@@ -174,19 +174,19 @@ def test_presets_are_consistent():
         for name in (cfg.train_models + cfg.mfu_models + cfg.build_model_names()
                      + (cfg.pipeline_model, cfg.progressive_model, cfg.serving_model,
                         cfg.tflite_model, cfg.gpu_model, cfg.search_nas_model,
-                        cfg.search_scaling_model)):
+                        cfg.search_scaling_model, cfg.transfer_model)):
             assert resolve_variant(name).blocks
 
 
 def test_section_names_and_titles_derive_from_the_registry():
     assert bench.SECTIONS == registry.SECTIONS == tuple(r.name for r in registry.REGISTRY)
     assert registry.SECTIONS == ("plots", "build", "train", "pipeline", "mfu", "serving",
-                                 "progressive", "main_job", "search", "tflite",
+                                 "progressive", "main_job", "transfer", "search", "tflite",
                                  "reliability", "gpu")
-    assert registry.CPU_SECTIONS == registry.SECTIONS[:10]
+    assert registry.CPU_SECTIONS == registry.SECTIONS[:11]
     assert registry.DISPLAY_ORDER == ("plots", "main_job", "train", "pipeline",
                                       "progressive", "serving", "tflite", "build", "mfu",
-                                      "reliability", "search", "gpu")
+                                      "reliability", "search", "gpu", "transfer")
     assert registry.TITLES["mfu"] == "7. Model FLOP utilisation (inference)"
     assert registry.get("train").title.startswith("1. Training throughput")
     with pytest.raises(ConfigError, match="unknown section\\(s\\) bogus") as info:

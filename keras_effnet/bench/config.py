@@ -116,6 +116,24 @@ class BenchConfig:
     search_reward: str = "v2"  # the NAS reward: v2 or mnas
     search_seeds: tuple[int, ...] = (1, 2, 3)
     search_timing_rounds: int = 5  # interleaved step-time rounds per NAS candidate
+    # transfer: pretrain on digits 0-4, then digits 5-9 from transfer_per_class labelled
+    # images per class, fine-tuned vs from scratch at equal steps, one pair per seed
+    transfer_model: str = "efficientnetv2-b0"
+    transfer_width: float = 0.5
+    transfer_depth: float = 0.5
+    transfer_image_size: int = 32
+    transfer_pretrain_epochs: int = 10
+    transfer_pretrain_batch: int = 32
+    transfer_per_class: int = 15
+    transfer_epochs: int = 20  # both arms: the same epochs and batch, so the same steps
+    transfer_batch: int = 15
+    # freeze=bn from the start: in a one-seed trial (seed 1) it beat freeze=backbone with
+    # unfreeze_at_epoch=5 at x1 the LR by 3 points, and at x0.1 by 25 (100 steps at this
+    # recipe's small LR leave a head trained alone for 25 of them under-fitted)
+    transfer_freeze: str = "bn"
+    transfer_unfreeze_at_epoch: int = 0  # 0: never unfreeze
+    transfer_unfreeze_lr_factor: float = 0.1
+    transfer_seeds: tuple[int, ...] = (1, 2, 3)
     # reliability
     kill_points: int = 3
     serving_fuzz: int = 1000
@@ -147,13 +165,15 @@ class BenchConfig:
                     "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
                     "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps",
                     "search_trials", "search_epochs", "search_batch",
-                    "search_timing_rounds")
+                    "search_timing_rounds", "transfer_image_size", "transfer_pretrain_epochs",
+                    "transfer_pretrain_batch", "transfer_per_class", "transfer_epochs",
+                    "transfer_batch")
         for name in positive:
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
         for name in ("warmup", "prune_steps_per_epoch", "mfu_image_size", "kill_points",
                      "serving_fuzz", "spec_fuzz", "search_image_size",
-                     "search_max_train_steps"):
+                     "search_max_train_steps", "transfer_unfreeze_at_epoch"):
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
         if not self.main_job_seeds:
@@ -171,9 +191,22 @@ class BenchConfig:
         if self.pipeline_images < 2 * self.pipeline_batch:
             fail("pipeline_images", f"must be at least 2 * pipeline_batch "
                  f"({2 * self.pipeline_batch}): the folder source keeps 80 % for training")
-        for name in ("search_width", "search_depth"):
+        for name in ("search_width", "search_depth", "transfer_width", "transfer_depth",
+                     "transfer_unfreeze_lr_factor"):
             if not getattr(self, name) > 0:
                 fail(name, "must be > 0")
+        if self.transfer_freeze not in ("none", "backbone", "bn"):
+            fail("transfer_freeze", "must be one of none, backbone, bn")
+        if self.transfer_unfreeze_at_epoch and (self.transfer_freeze != "backbone" or
+                                                self.transfer_unfreeze_at_epoch >=
+                                                self.transfer_epochs):
+            fail("transfer_unfreeze_at_epoch", "needs transfer_freeze=backbone and must be "
+                 f"< transfer_epochs ({self.transfer_epochs}), or 0")
+        if self.transfer_per_class * 5 < self.transfer_batch:
+            fail("transfer_batch", "must be <= 5 * transfer_per_class (the 5 classes' "
+                 "labelled images)")
+        if not self.transfer_seeds or len(set(self.transfer_seeds)) != len(self.transfer_seeds):
+            fail("transfer_seeds", "must name at least one seed, each once")
         if self.search_reward not in REWARDS:
             fail("search_reward", f"must be one of {', '.join(REWARDS)}")
         seeds = self.search_seeds
@@ -242,6 +275,12 @@ def quick_config() -> BenchConfig:
         search_nas_model=QUICK_SEARCH_ARCH, search_scaling_model=QUICK_SEARCH_ARCH,
         search_width=1.0, search_depth=1.0, search_image_size=16, search_trials=2,
         search_epochs=1, search_seeds=(1, 2), search_timing_rounds=2,
+        # The quick progressive network at 16 px, one seed, a few steps per arm.
+        transfer_model=QUICK_PROGRESSIVE_ARCH, transfer_width=1.0, transfer_depth=1.0,
+        transfer_image_size=16, transfer_pretrain_epochs=2, transfer_per_class=5,
+        transfer_epochs=3, transfer_batch=10, transfer_freeze="backbone",
+        transfer_unfreeze_at_epoch=1,
+        transfer_seeds=(1,),
         main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=32,
         main_job_flags=("--dataset=digits", f"--model={QUICK_PROGRESSIVE_ARCH}",
                         "--image_size=32", "--min_image_size=16", "--stages=2", "--export_prune=0",

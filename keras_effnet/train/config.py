@@ -39,6 +39,12 @@ The recipe (docs/reference.md §5; google/automl ``main_tf2.py``):
   afford. Set ``zero_init_head=False`` for the official initialiser.
 * Mixed precision: ``auto`` = bfloat16 on TPU, float16 (with ``LossScaleOptimizer``) on
   GPU, float32 on CPU.
+
+Fine-tuning (``init_weights``, ``freeze``, ``unfreeze_at_epoch``; see ``finetune.py``):
+the keras fine-tuning guide's recipe. Start from trained weights, train the new classifier
+alone (``freeze="backbone"``), then from ``unfreeze_at_epoch`` the whole network at
+``unfreeze_lr_factor`` times the learning rate, BatchNorm kept in inference mode with its
+statistics fixed throughout (``freeze="bn"`` from the start skips the first phase).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import schedules
 from keras_effnet.train import strategy as strategy_lib
+from keras_effnet.weights import FREEZE_MODES
 
 __all__ = ["TrainConfig", "TrainResult", "DEFAULT_MODEL", "DATASETS", "DEFAULT_DATASET",
            "EMBEDDED_DATASETS", "LR_SCHEDULES",
@@ -158,6 +165,21 @@ class TrainConfig:
     zero_init_head: bool = True
     eval_every_epochs: int = cli.option(
         1, help="Evaluate every N epochs (0: only at the end).")
+    # Fine-tuning (finetune.py).
+    init_weights: str | None = cli.option(
+        None, help="Start from these weights (fresh runs; a resumed run continues its "
+        "checkpoint): a keras_effnet or keras.applications .weights.h5 / .keras / .h5 "
+        "file of the same architecture, or a finished run's model_dir. A new class count "
+        "(or another run's classes) gets a new classifier.")
+    freeze: str = cli.option(
+        "none", choices=FREEZE_MODES,
+        help="backbone: train only the classifier (BatchNorm frozen); bn: train everything "
+        "but BatchNorm, which stays in inference mode with fixed statistics.")
+    unfreeze_at_epoch: int | None = cli.option(
+        None, help="With --freeze=backbone: from this epoch (0-based) on, train the whole "
+        "network except BatchNorm, at --unfreeze_lr_factor times the learning rate.")
+    unfreeze_lr_factor: float = cli.option(
+        0.1, help="Learning-rate multiplier from --unfreeze_at_epoch on.")
     verbose: int = cli.option(1, help="0: quiet, 1: progress and summaries.")
 
     def __post_init__(self):
@@ -203,9 +225,32 @@ class TrainConfig:
         if not self.weight_decay >= 0:
             raise ConfigError("weight_decay must be >= 0. "
                               f"Received: weight_decay={self.weight_decay!r}", "weight_decay")
+        self._validate_fine_tuning()
         if self.tpu and self.strategy not in ("auto", "tpu"):
             raise ConfigError(f"tpu={self.tpu!r} needs strategy 'tpu' or 'auto'. "
                               f"Received: strategy={self.strategy!r}", "tpu")
+
+    def _validate_fine_tuning(self) -> None:
+        if self.freeze not in FREEZE_MODES:
+            raise ConfigError(f"freeze must be one of {FREEZE_MODES}. "
+                              f"Received: freeze={self.freeze!r}", "freeze")
+        if not self.unfreeze_lr_factor > 0:
+            raise ConfigError("unfreeze_lr_factor must be > 0. "
+                              f"Received: unfreeze_lr_factor={self.unfreeze_lr_factor!r}",
+                              "unfreeze_lr_factor")
+        if self.unfreeze_at_epoch is None:
+            return
+        self._check_int("unfreeze_at_epoch", 1)
+        if self.freeze != "backbone":
+            raise ConfigError("unfreeze_at_epoch unfreezes a frozen backbone: it needs "
+                              "freeze='backbone' (BatchNorm stays frozen after it, which is "
+                              "freeze='bn'). Received: freeze="
+                              f"{self.freeze!r}", "unfreeze_at_epoch")
+        if self.unfreeze_at_epoch >= self.epochs:
+            raise ConfigError(f"unfreeze_at_epoch must be < epochs ({self.epochs}): the "
+                              "unfrozen phase needs an epoch. Received: "
+                              f"unfreeze_at_epoch={self.unfreeze_at_epoch}",
+                              "unfreeze_at_epoch")
 
     def _check_int(self, name: str, minimum: int, allow_none: bool = False) -> None:
         check_int(name, getattr(self, name), minimum, allow_none)
@@ -233,11 +278,35 @@ class TrainConfig:
         from keras_effnet.run_dir import RunDir
         variant, _ = self.resolved_model()
         check_buildable(variant, include_top=False)  # absurd sizes: refused in milliseconds
-        RunDir(self.resolved_model_dir(variant.name)).check_writable()
+        run_dir = RunDir(self.resolved_model_dir(variant.name))
+        run_dir.check_writable()
+        if self.init_weights and not run_dir.checkpoints_dir.is_dir():
+            # A fresh run reads them (a resumed one continues its checkpoint): the file's
+            # layout now, its fit to the model when the model is built.
+            from keras_effnet.weights import check_readable
+            try:
+                check_readable(self.init_weights)
+            except ValueError as e:
+                raise ConfigError(str(e), "init_weights") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as config.json's ``train_config``."""
         return dataclasses.asdict(self)
+
+    @property
+    def bn_frozen(self) -> bool:
+        """Whether BatchNorm stays in inference mode, statistics fixed, all run long."""
+        return self.freeze != "none"
+
+    def fine_tune_record(self) -> dict[str, Any] | None:
+        """config.json's ``fine_tune`` (None for a run from scratch, unfrozen): the start
+        and freeze schedule a resumed run must share."""
+        if self.init_weights is None and self.freeze == "none":
+            return None
+        return {"init_weights": os.path.abspath(self.init_weights) if self.init_weights
+                else None, "freeze": self.freeze, "unfreeze_at_epoch": self.unfreeze_at_epoch,
+                "unfreeze_lr_factor": self.unfreeze_lr_factor
+                if self.unfreeze_at_epoch is not None else None}
 
     # --- defaults resolved at run time -------------------------------------------------
 

@@ -61,9 +61,15 @@ class TrainState:
 
 def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: dict,
                 precision: str, strategy: Any, seed: int, ema_decay: float,
-                zero_init_head: bool = True, sync_batchnorm: bool = False) -> TrainState:
+                zero_init_head: bool = True, sync_batchnorm: bool = False,
+                lr_phase: tuple[int, float] | None = None) -> TrainState:
     """Builds the model (head ``dropout``: the plan's largest rate, so the layer exists),
-    the optimizer and counters under ``strategy``, and the EMA when ``ema_decay > 0``."""
+    the optimizer and counters under ``strategy``, and the EMA when ``ema_decay > 0``.
+
+    The optimizer is built over every variable of the model, all trainable here, so it
+    holds the same slots whatever a fine-tuning run freezes later. ``lr_phase``
+    ``(step, factor)`` multiplies the learning rate by ``factor`` from ``step`` on.
+    """
     import keras
     import tensorflow as tf
 
@@ -83,6 +89,9 @@ def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: 
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
         schedule = WarmupDecaySchedule(**schedule_kwargs)
+        if lr_phase is not None:
+            from keras_effnet.train.finetune import PhasedSchedule
+            schedule = PhasedSchedule(schedule, *lr_phase)
         optimizer = keras.optimizers.RMSprop(learning_rate=schedule, rho=0.9,
                                              momentum=0.9, epsilon=1e-3)
         if precision == "mixed_float16":
@@ -119,6 +128,9 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
     because replica gradients are summed. Without ``sync_batchnorm`` the replicas'
     moving statistics are averaged after the step, so every replica and worker holds
     identical weights. Each trace appends (dropout rate, image shape) to ``traces``.
+
+    The variables trained (and decayed) are those trainable when the step is traced: a
+    fine-tuning run traces a step per freeze mode.
     """
     import keras
     import tensorflow as tf
@@ -126,6 +138,10 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
     model, optimizer = state.model, state.optimizer
     replicas = strategy.num_replicas_in_sync
     sync_stats = replicas > 1 and not sync_batchnorm and state.moving_stats
+
+    variables = model.trainable_variables
+    trained = {id(v) for v in variables}
+    decayed = [v for v in state.decayed if id(v) in trained]
 
     def replica_step(images, labels):
         if traces is not None:
@@ -135,12 +151,11 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
             per_example = keras.losses.categorical_crossentropy(
                 labels, probs, label_smoothing=label_smoothing)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            if weight_decay and state.decayed:
+            if weight_decay and decayed:
                 l2 = weight_decay * tf.add_n(
-                    [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in state.decayed])
+                    [tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed])
                 loss += l2 / replicas
             scaled = optimizer.scale_loss(loss)
-        variables = model.trainable_variables
         grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, -1),

@@ -13,6 +13,9 @@ dataset at its image size and ``stage.augment``, and its dropout is set on the h
 dropout layer with the step function traced again (the rate is baked into a trace). Model,
 optimizer, LR schedule and EMA carry across stages.
 
+Fine-tuning (:mod:`keras_effnet.train.finetune`): a fresh run starts from ``init_weights``;
+the layers that train are set per epoch, one traced step per (dropout rate, freeze mode).
+
 Outputs go through :class:`keras_effnet.run_dir.RunDir` (config.json, metrics.json,
 labels.txt, final_model.keras, training_curves.png, logs/).
 
@@ -36,12 +39,14 @@ from typing import Any, Callable
 
 from keras_effnet.errors import ConfigError
 from keras_effnet.run_dir import RunConfig, RunDir, has_line_break
+from keras_effnet.train import finetune
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import reporting
 from keras_effnet.train import steps as steps_lib
 from keras_effnet.train import strategy as strategy_lib
 from keras_effnet.train.config import DEFAULT_MODEL, TrainConfig, TrainResult
 from keras_effnet.train.fit import set_dropout
+from keras_effnet.weights import freeze
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "NonFiniteLossError",
            "DEFAULT_MODEL"]
@@ -148,7 +153,8 @@ class Trainer:
             strategy=strategy_lib.describe_strategy(self.strategy),
             num_replicas=self.strategy.num_replicas_in_sync, precision=self.precision,
             learning_rate_schedule=dict(self.schedule_kwargs),
-            plan=tuple(s.to_dict() for s in self.plan), train_config=config.to_dict())
+            plan=tuple(s.to_dict() for s in self.plan),
+            fine_tune=config.fine_tune_record(), train_config=config.to_dict())
 
     # --- construction -----------------------------------------------------------------
 
@@ -161,27 +167,29 @@ class Trainer:
             dropout=max(stage.dropout for stage in self.plan),
             schedule_kwargs=self.schedule_kwargs, precision=self.precision,
             strategy=self.strategy, seed=config.seed, ema_decay=config.ema_decay,
-            zero_init_head=config.zero_init_head, sync_batchnorm=config.sync_batchnorm)
+            zero_init_head=config.zero_init_head, sync_batchnorm=config.sync_batchnorm,
+            lr_phase=finetune.lr_phase(config, self.steps_per_epoch))
         self.model, self.optimizer, self.schedule = (state.model, state.optimizer,
                                                      state.schedule)
         self.step, self.epoch, self.batch_in_epoch = (state.step, state.epoch,
                                                       state.batch_in_epoch)
         self.ema = state.ema
+        self._freeze_mode = "none"  # as built: every layer trainable
         self.checkpointer = Checkpointer(self.model_dir, state.checkpoint_objects(),
                                          chief=self.chief,
                                          worker_index=strategy_lib.worker_index(self.strategy),
                                          max_to_keep=config.keep_checkpoints)
 
     def _train_fn(self):
-        """The step function for the current dropout rate (traced once per rate)."""
-        rate = steps_lib.dropout_rate(self.model)
-        if rate not in self._train_fns:
+        """The step function for the current dropout rate and freeze mode (one trace each)."""
+        key = steps_lib.dropout_rate(self.model), self._freeze_mode
+        if key not in self._train_fns:
             config = self.config
-            self._train_fns[rate] = steps_lib.make_train_step(
+            self._train_fns[key] = steps_lib.make_train_step(
                 self.state, self.strategy, global_batch=self.global_batch,
                 label_smoothing=config.label_smoothing, weight_decay=config.weight_decay,
                 sync_batchnorm=config.sync_batchnorm, traces=self.traces)
-        return self._train_fns[rate]
+        return self._train_fns[key]
 
     # --- evaluation -------------------------------------------------------------------
 
@@ -205,7 +213,8 @@ class Trainer:
         totals = [0.0, 0.0, 0.0, 0.0]
         with self.ema.swapped() if ema else contextlib.nullcontext(), \
                 steps_lib.statistics_restored(self.state.moving_stats, not keep):
-            if self.config.recalibrate_bn and hasattr(self.source, "representative_images"):
+            if self.config.recalibrate_bn and not self.config.bn_frozen and \
+                    hasattr(self.source, "representative_images"):
                 if self._recalibrate_fn is None:
                     self._recalibrate_fn = steps_lib.make_recalibrate_step(self.state,
                                                                            self.strategy)
@@ -276,6 +285,8 @@ class Trainer:
         for path, why in self.checkpointer.skipped:
             self.log(f"Warning: checkpoint {path} is damaged ({why}); resumed from the one "
                      "before it.")
+        if resumed is None:
+            finetune.start(self.state, config, self.source.class_names, self.log)
         if self.chief:
             self.run_dir.write_config(self.run_config())
         scalars = reporting.Scalars(str(self.run_dir.logs_dir) if self.chief else None)
@@ -293,6 +304,8 @@ class Trainer:
                     self.log(reporting.stage_banner(stage, len(self.plan),
                                                     self.steps_per_epoch))
                     set_dropout(self.model, stage.dropout)
+                self._freeze_mode = finetune.set_phase(self.model, self._freeze_mode, config,
+                                                       epoch, self.log)
                 skip = start_batch if epoch == start_epoch else 0
                 self.epoch.assign(epoch)
                 self.batch_in_epoch.assign(skip)
@@ -409,6 +422,7 @@ class Trainer:
         # The saved model keeps the statistics its held-out figures were measured with.
         final = self.evaluate(use_ema=False, keep=True)
         final_path = None
+        freeze(self.model, "none")  # saved with every layer trainable, as any model
         if self.chief:
             final_path = str(self.run_dir.save_model(self.model))
             self.run_dir.write_labels(self.source.class_names)

@@ -4,7 +4,8 @@ run order, and every list of section names (``keras_effnet.bench.config.SECTIONS
 and title derives from it.
 
 Run order: cheap and independent sections first; "train" before "pipeline" (which reuses
-its traced step); "search" (the longest) after the other training sections; "tflite" last
+its traced step); "search" (the longest) after the other training sections ("transfer"
+among them); "tflite" last
 of the default ones (its conversion child may have run in the background since the
 start); "reliability" only when asked for; "gpu" on its own.
 
@@ -19,7 +20,7 @@ from typing import Iterable, Sequence
 
 from keras_effnet.bench.sections import (build, gpu, main_job, mfu, pipeline, plots,
                                          progressive, reliability, search, serving, tflite,
-                                         train)
+                                         train, transfer)
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.errors import ConfigError
 
@@ -43,7 +44,8 @@ def _validated(records: tuple[Section, ...]) -> tuple[Section, ...]:
 # In run order.
 REGISTRY: tuple[Section, ...] = _validated((
     plots.SECTION, build.SECTION, train.SECTION, pipeline.SECTION, mfu.SECTION,
-    serving.SECTION, progressive.SECTION, main_job.SECTION, search.SECTION, tflite.SECTION,
+    serving.SECTION, progressive.SECTION, main_job.SECTION, transfer.SECTION, search.SECTION,
+    tflite.SECTION,
     reliability.SECTION,
     gpu.SECTION))
 

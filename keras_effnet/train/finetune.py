@@ -1,0 +1,136 @@
+"""Fine-tuning: a fresh run's starting weights, which layers train in which epoch, and the
+learning rate of the unfrozen phase.
+
+The keras fine-tuning guide's recipe (keras.io "Transfer learning & fine-tuning", and its
+EfficientNet example): load trained weights, train a new classifier on a frozen backbone,
+then unfreeze and train on at a much lower learning rate, BatchNorm kept in inference mode
+throughout (its statistics are the pretrained ones; updated from a small dataset's batches
+they would wreck what the backbone learnt). ``TrainConfig`` says it as ``init_weights``,
+``freeze`` and ``unfreeze_at_epoch`` / ``unfreeze_lr_factor``.
+
+Resume: which layers train is a pure function of the epoch (:func:`freeze_mode`, applied at
+the start of every epoch) and the LR factor a pure function of the optimizer's step
+(:class:`PhasedSchedule`), so a run resumed anywhere, phase 1 or 2, trains what the
+uninterrupted run would. The optimizer is built over every variable before anything is
+frozen (``steps.build_state``); each phase's traced step applies gradients to the
+variables trainable in it. Keras 3 optimizers keep slots for every variable they were
+built with and update only those given to ``apply``, so a checkpoint holds the same
+optimizer variables in either phase and restores across the boundary.
+
+BatchNorm is frozen whenever anything is, so precise-BN recalibration (``recalibrate_bn``)
+is skipped for such runs. The saved model has every layer trainable again, as any Keras
+model loads: export's pruning fine-tune, or a later fine-tune, decides for itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import keras
+from keras import ops
+
+from keras_effnet.errors import ConfigError
+from keras_effnet.names import CLASSIFIER_LAYER
+from keras_effnet.weights import freeze, load_weights
+
+__all__ = ["freeze_mode", "set_phase", "start", "PhasedSchedule", "lr_phase", "UNFROZEN"]
+
+# The second phase: everything trains but BatchNorm.
+UNFROZEN = "bn"
+_TRAINS = {"none": "every layer",
+           "backbone": "the classifier only (backbone frozen, BatchNorm in inference mode)",
+           "bn": "every layer but BatchNorm (inference mode, statistics fixed)"}
+
+
+def freeze_mode(freeze_: str, unfreeze_at_epoch: int | None, epoch: int) -> str:
+    """The :func:`keras_effnet.weights.freeze` mode of 0-based ``epoch``."""
+    if unfreeze_at_epoch is not None and epoch >= unfreeze_at_epoch:
+        return UNFROZEN
+    return freeze_
+
+
+def set_phase(model: Any, current: str, config: Any, epoch: int,
+              log: Callable[[str], None]) -> str:
+    """Sets ``model``'s trainable layers for ``epoch`` when they change; returns the mode."""
+    mode = freeze_mode(config.freeze, config.unfreeze_at_epoch, epoch)
+    if mode != current:
+        freeze(model, mode)
+        factor = (f", learning rate x{config.unfreeze_lr_factor:g}"
+                  if mode == UNFROZEN and config.unfreeze_at_epoch is not None else "")
+        log(f"Epoch {epoch + 1} on: training {_TRAINS[mode]}{factor}.")
+    return mode
+
+
+def start(state: Any, config: Any, class_names: Sequence[str],
+          log: Callable[[str], None]) -> list[str]:
+    """A fresh run's start: ``config.init_weights`` loaded into ``state.model`` (checked
+    layer by layer first: another architecture raises :class:`ConfigError` naming
+    ``init_weights`` and changes nothing), the EMA restarted from them.
+
+    The classifier stays as initialised when its shape differs or, for a run directory,
+    when that run's classes (its labels.txt) are not ``class_names``. Returns the layers
+    left new.
+    """
+    if not config.init_weights:
+        if config.freeze != "none":
+            log(f"Warning: freeze={config.freeze!r} without init_weights: the frozen layers "
+                "keep their random initialisation.")
+        return []
+    head = state.model.get_layer(CLASSIFIER_LAYER)
+    initial = head.get_weights()
+    try:
+        new = load_weights(state.model, config.init_weights)
+    except ValueError as e:
+        raise ConfigError(str(e), "init_weights") from None
+    theirs = _run_class_names(config.init_weights)
+    if not new and theirs is not None and list(theirs) != list(class_names):
+        head.set_weights(initial)
+        new = [head.name]
+    if state.ema is not None:
+        state.ema.reset()
+    kept = ("classifier new: " + (f"the run's classes are {', '.join(theirs[:5])}"
+                                  f"{', ...' if len(theirs) > 5 else ''}" if theirs and new
+                                  else "another class count") if new else "classifier too")
+    log(f"Starting weights: {config.init_weights} (every layer loaded; {kept}).")
+    return new
+
+
+def _run_class_names(path: str) -> list[str] | None:
+    if not os.path.isdir(path):
+        return None
+    from keras_effnet.run_dir import RunDir
+    return RunDir(path).read_labels()
+
+
+def lr_phase(config: Any, steps_per_epoch: int) -> tuple[int, float] | None:
+    """``(first step of the unfrozen phase, LR factor)``, or None without one."""
+    if config.unfreeze_at_epoch is None:
+        return None
+    return config.unfreeze_at_epoch * steps_per_epoch, float(config.unfreeze_lr_factor)
+
+
+@keras.saving.register_keras_serializable(package="keras_effnet")
+class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule(step)``, times ``factor`` from step ``boundary`` on."""
+
+    def __init__(self, schedule: Any, boundary: int, factor: float):
+        self.schedule = schedule
+        self.boundary = int(boundary)
+        self.factor = float(factor)
+
+    def __call__(self, step):
+        lr = self.schedule(step)
+        return ops.where(ops.cast(step, "float32") >= self.boundary, lr * self.factor, lr)
+
+    def get_config(self) -> dict:
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "boundary": self.boundary, "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PhasedSchedule":
+        from keras_effnet.train.lr_schedule import WarmupDecaySchedule
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(
+            config["schedule"], custom_objects={"WarmupDecaySchedule": WarmupDecaySchedule})
+        return cls(**config)
