@@ -98,16 +98,24 @@ def test_orientations_of_a_batch_equal_each_files():
     assert no_exif == [1, 1, 1, 1]
 
 
-def test_a_decoded_batch_equals_each_image_decoded_for_training():
-    # 56 = 24 + 32: the crop is the served size, so the resize is skipped; the others
-    # are resized; the turned phone photo is cropped upright.
-    files = [_jpeg(56, 80), _jpeg(56, 56, 1), _jpeg(90, 70, 2),
-             jpeg_with_orientation(np.ascontiguousarray(np.rot90(landmark_image(), 1)), 6),
-             encode(landmark_image(56, 60), "PNG")]
+def _turned_phone_photo(height: int, width: int) -> bytes:
+    return jpeg_with_orientation(
+        np.ascontiguousarray(np.rot90(landmark_image(height, width), 1)), 6)
+
+
+@pytest.mark.parametrize("files", [
+    # JPEGs sent at the eval size (short side 24 + 32): uint8 crops, no resize; one is a
+    # phone photo stored sideways, cropped upright.
+    [_jpeg(56, 80), _jpeg(56, 56, 1), _turned_phone_photo(56, 72), _jpeg(70, 56, 2)],
+    # Other sizes and formats: each image resized as it is for training.
+    [_jpeg(56, 80), _jpeg(90, 70, 2), _turned_phone_photo(40, 64),
+     encode(landmark_image(56, 60), "PNG")],
+], ids=["jpegs_at_size", "mixed"])
+def test_a_decoded_batch_equals_each_image_decoded_for_training(files):
     batch = DECODE_BATCH(tf.constant(files)).numpy()
     expected = np.stack([CROP_ONE(tf.constant(f)).numpy() for f in files])
     np.testing.assert_array_equal(batch, expected)
-    assert batch.shape == (5, 24, 24, 3) and batch.dtype == np.float32
+    assert batch.shape == (4, 24, 24, 3) and batch.dtype == np.float32
 
 
 @pytest.mark.parametrize("size", [1, 7, 24])

@@ -45,8 +45,8 @@ from keras_effnet.data.seeding import SeedStream
 
 __all__ = [
     "CROP_PADDING", "MAX_RANDAUG_MAGNITUDE", "INCEPTION_AREA_RANGE", "Mixer", "RandAugment",
-    "center_crop_and_resize", "decode_and_center_crop", "decode_rgb", "random_crop_and_resize",
-    "randaug_factor",
+    "center_crop_and_resize", "center_crop_side", "decode_and_center_crop",
+    "decode_center_crop", "decode_rgb", "random_crop_and_resize", "randaug_factor",
 ]
 
 CROP_PADDING = 32
@@ -197,6 +197,21 @@ def center_crop_and_resize(image: tf.Tensor, image_size: int,
     EXIF orientation when already read (``headers.exif_orientation`` of a whole batch)."""
     return _resize(_crop(image, lambda s: _center_window(s[0], s[1], image_size),
                          orientation), image_size)
+
+
+def center_crop_side(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The side of the eval crop of ``height`` x ``width`` images (any shape of int32
+    tensors): what :func:`center_crop_and_resize` resizes to ``image_size``."""
+    return _center_window(height, width, image_size)[2]
+
+
+def decode_center_crop(image_bytes: tf.Tensor, image_size: int,
+                       orientation: tf.Tensor | None = None) -> tf.Tensor:
+    """The eval crop of encoded bytes before its resize: uint8 ``[side, side, 3]``
+    (:func:`center_crop_side`), which is what :func:`decode_and_center_crop` returns, as
+    float32, when ``side`` is ``image_size``."""
+    image_bytes = tf.convert_to_tensor(image_bytes, dtype=tf.string)
+    return _crop(image_bytes, lambda s: _center_window(s[0], s[1], image_size), orientation)
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int,

@@ -19,13 +19,14 @@ import tensorflow as tf
 
 from keras_effnet.data import headers
 
-__all__ = ["DEFAULT_MAX_PIXELS", "image_format", "header_shape", "check", "check_batch",
-           "decode_image", "decode_and_center_crop", "decode_batch", "check_finite"]
+__all__ = ["DEFAULT_MAX_PIXELS", "PARALLEL_DECODES", "image_format", "header_shape", "check",
+           "check_batch", "decode_image", "decode_and_center_crop", "decode_batch",
+           "check_finite"]
 
 # 50 megapixels: every phone camera's full-resolution output fits (8192 x 6144).
 DEFAULT_MAX_PIXELS = 50_000_000
 # Images of a batch decoded at once (the decoders are single-threaded).
-_PARALLEL_DECODES = 16
+PARALLEL_DECODES = 16
 
 image_format = headers.image_format
 # check() codes beyond headers.inspect()'s.
@@ -152,7 +153,7 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int,
     Every image is checked before any is decoded; the first bad one fails the batch
     with ``InvalidArgumentError`` naming it (``image_bytes[i] is ...``).
     """
-    from keras_effnet.data import decode_and_center_crop as eval_preprocess
+    from keras_effnet.data import transforms
 
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
     codes, sizes = check_batch(image_bytes, max_pixels)
@@ -166,10 +167,27 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int,
     # The EXIF orientations are read for the whole batch at once; then each image is
     # decoded, cropped and resized on its own (sizes differ), several at a time.
     orientations = headers.exif_orientation(image_bytes)
-    return tf.map_fn(lambda x: eval_preprocess(x[0], image_size, x[1]),
-                     (image_bytes, orientations), parallel_iterations=_PARALLEL_DECODES,
-                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3],
-                                                       tf.float32))
+    shape = [image_size, image_size, 3]
+
+    def each(fn, dtype):
+        return tf.map_fn(lambda x: fn(x[0], image_size, x[1]), (image_bytes, orientations),
+                         parallel_iterations=PARALLEL_DECODES,
+                         fn_output_signature=tf.TensorSpec(shape, dtype))
+
+    def crops():  # already image_size: uint8 crops, cast to float32 once for the batch
+        crop = lambda *args: tf.ensure_shape(  # noqa: E731
+            transforms.decode_center_crop(*args), shape)
+        return tf.cast(each(crop, tf.uint8), tf.float32)
+
+    # JPEGs sent at the eval size (short side image_size + 32: what clients that resize
+    # before sending send) need no resize; the header sizes of a JPEG are the decoder's.
+    sent_at_size = tf.logical_and(
+        tf.reduce_all(tf.equal(image_format(image_bytes), headers.JPEG)),
+        tf.reduce_all(tf.equal(transforms.center_crop_side(
+            tf.cast(sizes[:, 0], tf.int32), tf.cast(sizes[:, 1], tf.int32), image_size),
+            image_size)))
+    return tf.cond(sent_at_size, crops,
+                   lambda: each(transforms.decode_and_center_crop, tf.float32))
 
 
 def check_finite(images: tf.Tensor, what: str = "images") -> tf.Tensor:
