@@ -23,8 +23,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 __all__ = ["UNKNOWN", "JPEG", "PNG", "GIF", "BMP", "WEBP", "FORMAT_NAMES", "OK",
-           "UNKNOWN_FORMAT", "MALFORMED", "ANIMATED", "image_format", "inspect",
-           "first_frame", "webp_alpha", "exif_orientation", "oriented_shape", "stored_window", "orient"]
+           "UNKNOWN_FORMAT", "MALFORMED", "ANIMATED", "image_format", "inspect", "inspect_jpegs",
+           "first_frame", "webp_alpha", "exif_orientation", "oriented_shape", "stored_window",
+           "orient"]
 
 UNKNOWN, JPEG, PNG, GIF, BMP, WEBP = range(6)
 FORMAT_NAMES = ("unknown", "JPEG", "PNG", "GIF", "BMP", "WebP")
@@ -57,6 +58,14 @@ def _window(image_bytes: tf.Tensor, n: tf.Tensor, start, size) -> tf.Tensor:
     return tf.pad(raw, [[0, size - tf.shape(raw, out_type=tf.int64)[0]]])
 
 
+def _windows(image_bytes: tf.Tensor, n: tf.Tensor, start, size: int) -> tf.Tensor:
+    """:func:`_window` for a fixed ``size`` and files of any shape: ``[..., size]``."""
+    start = tf.minimum(tf.maximum(tf.cast(start, tf.int64), 0), n)  # broadcast to n
+    part = tf.strings.substr(image_bytes, start, tf.fill(tf.shape(start), tf.constant(
+        size, tf.int64)))
+    return tf.cast(tf.io.decode_raw(part, tf.uint8, fixed_length=size), tf.int64)
+
+
 def _bytes(image_bytes: tf.Tensor, size: int = _HEADER_BYTES
            ) -> tuple[tf.Tensor, tf.Tensor]:
     """(the first ``size`` bytes as int64, zero-padded; the file's length)."""
@@ -66,11 +75,11 @@ def _bytes(image_bytes: tf.Tensor, size: int = _HEADER_BYTES
 
 def _int(data: tf.Tensor, start, size: int, big_endian: bool | tf.Tensor) -> tf.Tensor:
     """The unsigned integer of ``size`` bytes at ``start`` of ``data``."""
-    part = data[start:start + size] if isinstance(start, int) else tf.gather(
+    part = data[..., start:start + size] if isinstance(start, int) else tf.gather(
         data, tf.cast(start, tf.int64) + tf.range(size, dtype=tf.int64))
     weights = tf.constant([256 ** i for i in range(size)], tf.int64)
-    little = tf.reduce_sum(part * weights)
-    big = tf.reduce_sum(part * weights[::-1])
+    little = tf.reduce_sum(part * weights, axis=-1)
+    big = tf.reduce_sum(part * weights[::-1], axis=-1)
     return tf.where(tf.convert_to_tensor(big_endian), big, little)
 
 
@@ -81,14 +90,16 @@ def _at(image_bytes: tf.Tensor, n: tf.Tensor, start, size: int,
 
 
 def _matches(data: tf.Tensor, start: int, magic: bytes) -> tf.Tensor:
-    return tf.reduce_all(tf.equal(data[start:start + len(magic)],
-                                  tf.constant(list(magic), tf.int64)))
+    return tf.reduce_all(tf.equal(data[..., start:start + len(magic)],
+                                  tf.constant(list(magic), tf.int64)), axis=-1)
 
 
 def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
     """:data:`JPEG`, :data:`PNG`, :data:`GIF`, :data:`BMP`, :data:`WEBP` or
-    :data:`UNKNOWN`, from the magic bytes (int32 scalar)."""
-    head, _ = _bytes(image_bytes)
+    :data:`UNKNOWN`, from the magic bytes (int32, the shape of ``image_bytes``)."""
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    head = _windows(image_bytes, tf.cast(tf.strings.length(image_bytes), tf.int64), 0,
+                    _HEADER_BYTES)
     fmt = tf.constant(UNKNOWN)
     for code, test in ((BMP, _matches(head, 0, b"BM")), (GIF, _matches(head, 0, b"GIF8")),
                        (WEBP, tf.logical_and(_matches(head, 0, b"RIFF"),
@@ -104,43 +115,57 @@ def image_format(image_bytes: tf.Tensor) -> tf.Tensor:
 _JPEG_SOF = [m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)]
 
 
-def _jpeg_frame(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(found, ``[height, width]``) of a JPEG's frame header (SOF), walking its
-    segments as libjpeg does: fill bytes and stray bytes between markers are skipped (up
-    to _JPEG_RESYNC of them), standalone markers have no length, SOS or EOI before a SOF
-    means there is none."""
+def _jpeg_frames(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(found ``[N]``, ``[N, 2]`` heights and widths) of the frame headers (SOF) of ``[N]``
+    JPEGs, walking their segments as libjpeg does: fill bytes and stray bytes between
+    markers are skipped (up to _JPEG_RESYNC of them), standalone markers have no length,
+    SOS or EOI before a SOF means there is none. One walk steps every file at once (a
+    file stops where its SOF is, or is not): a batch costs what its longest header costs,
+    not the sum of them."""
     n = tf.cast(tf.strings.length(image_bytes), tf.int64)
     sof = tf.constant(_JPEG_SOF, tf.int64)
+    reach = tf.range(_JPEG_RESYNC, dtype=tf.int64)
 
     def body(pos, steps, state, size):
         # Where the next marker's 0xFF is (libjpeg discards other bytes before it).
-        ahead = _window(image_bytes, n, pos, _JPEG_RESYNC)
-        is_ff = tf.logical_and(tf.equal(ahead, 0xFF),
-                               pos + tf.range(_JPEG_RESYNC, dtype=tf.int64) < n)
-        pos = pos + tf.argmax(tf.cast(is_ff, tf.int32), output_type=tf.int64)
-        data = _window(image_bytes, n, pos, 9)
-        marker = data[1]
+        ahead = _windows(image_bytes, n, pos, _JPEG_RESYNC)
+        is_ff = tf.logical_and(tf.equal(ahead, 0xFF), pos[:, None] + reach < n[:, None])
+        at = pos + tf.argmax(tf.cast(is_ff, tf.int32), axis=1, output_type=tf.int64)
+        data = _windows(image_bytes, n, at, 9)
+        marker = data[:, 1]
         standalone = tf.logical_or(tf.logical_or(tf.equal(marker, 0xD8), tf.equal(marker, 0x01)),
                                    tf.logical_and(marker >= 0xD0, marker <= 0xD7))
         skip = tf.logical_or(tf.logical_or(tf.equal(marker, 0xFF), tf.equal(marker, 0)),
                              standalone)  # 0xFF 0xFF: fill; 0xFF 0x00: stuffed zero
-        is_sof = tf.reduce_any(tf.equal(marker, sof))
+        is_sof = tf.reduce_any(tf.equal(marker[:, None], sof), axis=1)
         stop = tf.logical_or(tf.logical_or(tf.equal(marker, 0xDA), tf.equal(marker, 0xD9)),
-                             tf.logical_not(tf.reduce_any(is_ff)))
+                             tf.logical_not(tf.reduce_any(is_ff, axis=1)))
         length = _int(data, 2, 2, True)
-        new_pos = tf.where(tf.equal(marker, 0xFF), pos + 1,
-                           tf.where(skip, pos + 2, pos + 2 + length))
-        new_state = tf.where(pos + 9 > n, 2, tf.where(is_sof, 1, tf.where(stop, 2, 0)))
-        new_size = tf.stack([_int(data, 5, 2, True), _int(data, 7, 2, True)])
-        return new_pos, steps + 1, new_state, tf.where(is_sof, new_size, size)
+        new_pos = tf.where(tf.equal(marker, 0xFF), at + 1,
+                           tf.where(skip, at + 2, at + 2 + length))
+        new_state = tf.where(at + 9 > n, 2, tf.where(is_sof, 1, tf.where(stop, 2, 0)))
+        new_size = tf.stack([_int(data, 5, 2, True), _int(data, 7, 2, True)], axis=1)
+        walking = tf.equal(state, 0)  # a file that has stopped keeps its result
+        return (tf.where(walking, new_pos, pos), steps + 1,
+                tf.where(walking, new_state, state),
+                tf.where(tf.logical_and(walking, is_sof)[:, None], new_size, size))
 
     # state: 0 walking, 1 found, 2 none.
+    count = tf.shape(image_bytes)[:1]
     _, _, state, size = tf.while_loop(
-        lambda pos, steps, state, size: tf.logical_and(tf.equal(state, 0),
+        lambda pos, steps, state, size: tf.logical_and(tf.reduce_any(tf.equal(state, 0)),
                                                        steps < _JPEG_MAX_SEGMENTS),
-        body, (tf.constant(2, tf.int64), tf.constant(0), tf.constant(0),
-               tf.constant([-1, -1], tf.int64)))
+        body, (tf.fill(count, tf.constant(2, tf.int64)), tf.constant(0),
+               tf.zeros(count, tf.int32), tf.fill(tf.concat([count, [2]], 0),
+                                                  tf.constant(-1, tf.int64))))
     return tf.equal(state, 1), size
+
+
+def inspect_jpegs(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`inspect` of ``[N]`` files that are all JPEGs (:func:`image_format`), in one
+    walk over their headers: status ``[N]``, ``[N, 2]`` heights and widths."""
+    found, size = _jpeg_frames(tf.convert_to_tensor(image_bytes, tf.string))
+    return tf.where(found, OK, MALFORMED), size
 
 
 # --- GIF -------------------------------------------------------------------------------
@@ -237,8 +262,8 @@ def inspect(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tf.constant(UNKNOWN_FORMAT), none
 
     def jpeg():
-        found, size = _jpeg_frame(image_bytes)
-        return tf.where(found, OK, MALFORMED), size
+        status, size = inspect_jpegs(image_bytes[None])
+        return status[0], size[0]
 
     def png():
         complete = tf.logical_and(n >= 24, _matches(head, 12, b"IHDR"))
@@ -280,12 +305,14 @@ def inspect(image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def exif_orientation(image_bytes: tf.Tensor) -> tf.Tensor:
     """The EXIF orientation (1-8, int32) of a JPEG; 1 (as stored) for anything else,
-    without EXIF, or with a value out of range."""
+    without EXIF, or with a value out of range. ``image_bytes`` may be one file or a batch
+    (the result has its shape)."""
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
     n = tf.cast(tf.strings.length(image_bytes), tf.int64)
-    pos, tiff = tf.constant(2, tf.int64), tf.constant(-1, tf.int64)
+    shape = tf.shape(image_bytes)
+    pos, tiff = tf.fill(shape, tf.constant(2, tf.int64)), tf.fill(shape, tf.constant(-1, tf.int64))
     for _ in range(_EXIF_SEGMENTS):  # APPn segments follow SOI; Exif is APP1
-        segment = _window(image_bytes, n, pos, 10)
+        segment = _windows(image_bytes, n, pos, 10)
         marker = _int(segment, 0, 2, True)
         is_exif = tf.logical_and(tf.equal(marker, 0xFFE1), _matches(segment, 4, b"Exif\0\0"))
         tiff = tf.where(tf.logical_and(tiff < 0, is_exif), pos + 10, tiff)
@@ -293,23 +320,27 @@ def exif_orientation(image_bytes: tf.Tensor) -> tf.Tensor:
         pos = tf.where(is_app, pos + 2 + _int(segment, 2, 2, True), n)
 
     def orientation():  # IFD0's entries: tag 0x0112, a SHORT in the value field
-        header = _window(image_bytes, n, tiff, 8)
+        header = _windows(image_bytes, n, tiff, 8)
         big = tf.equal(_int(header, 0, 2, True), 0x4D4D)
         ifd = tiff + _int(header, 4, 4, big)
-        table = _window(image_bytes, n, ifd, 2 + 12 * _EXIF_ENTRIES)
+        table = _windows(image_bytes, n, ifd, 2 + 12 * _EXIF_ENTRIES)
         count = tf.minimum(_int(table, 0, 2, big), _EXIF_ENTRIES)
-        entries = tf.reshape(table[2:], [_EXIF_ENTRIES, 12])
-        weights = tf.where(big, tf.constant([256, 1], tf.int64),
+        entries = tf.reshape(table[..., 2:], tf.concat([shape, [_EXIF_ENTRIES, 12]], 0))
+        weights = tf.where(big[..., None, None], tf.constant([256, 1], tf.int64),
                            tf.constant([1, 256], tf.int64))
-        tags = tf.reduce_sum(entries[:, 0:2] * weights, axis=1)
-        values = tf.reduce_sum(entries[:, 8:10] * weights, axis=1)
+        tags = tf.reduce_sum(entries[..., 0:2] * weights, axis=-1)
+        values = tf.reduce_sum(entries[..., 8:10] * weights, axis=-1)
         wanted = tf.logical_and(tf.equal(tags, 0x0112),
-                                tf.range(_EXIF_ENTRIES, dtype=tf.int64) < count)
-        value = tf.reduce_max(tf.where(wanted, values, 0))
+                                tf.range(_EXIF_ENTRIES, dtype=tf.int64) < count[..., None])
+        value = tf.reduce_max(tf.where(wanted, values, 0), axis=-1)
         return tf.cast(tf.where(tf.logical_and(value >= 1, value <= 8), value, 1), tf.int32)
 
     has_exif = tf.logical_and(tiff >= 0, tf.equal(image_format(image_bytes), JPEG))
-    return tf.cond(has_exif, orientation, lambda: tf.constant(1, tf.int32))
+    # IFD0 is read only when there is one.
+    if image_bytes.shape.rank == 0:
+        return tf.cond(has_exif, orientation, lambda: tf.constant(1, tf.int32))
+    return tf.cond(tf.reduce_any(has_exif), lambda: tf.where(has_exif, orientation(), 1),
+                   lambda: tf.ones(shape, tf.int32))
 
 
 def oriented_shape(shape: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:

@@ -45,8 +45,8 @@ from keras_effnet.data.seeding import SeedStream
 
 __all__ = [
     "CROP_PADDING", "MAX_RANDAUG_MAGNITUDE", "INCEPTION_AREA_RANGE", "Mixer", "RandAugment",
-    "center_crop_and_resize", "decode_and_center_crop", "decode_rgb", "random_crop_and_resize",
-    "randaug_factor",
+    "center_crop_and_resize", "center_crop_side", "decode_and_center_crop",
+    "decode_center_crop", "decode_rgb", "random_crop_and_resize", "randaug_factor",
 ]
 
 CROP_PADDING = 32
@@ -120,16 +120,19 @@ def _to_rgb(image: tf.Tensor) -> tf.Tensor:
     raise ValueError(f"Images must have 1, 3 or 4 channels. Received shape {image.shape}")
 
 
-def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) -> tf.Tensor:
-    """Crop encoded bytes or an image tensor to ``window_fn(shape)``; float32 result.
+def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window],
+          orientation: tf.Tensor | None = None) -> tf.Tensor:
+    """Crop encoded bytes or an image tensor to ``window_fn(shape)``, in the image's dtype
+    (uint8 for encoded bytes).
 
     JPEGs are decoded only inside the window (``decode_and_crop_jpeg``), as the official
     input pipelines do: much cheaper for full-size photos. The window is chosen on the
-    image as displayed (EXIF orientation applied), then mapped to the stored pixels.
+    image as displayed (EXIF orientation applied: ``orientation`` when the caller has read
+    it, else read here), then mapped to the stored pixels.
     """
     if raw.dtype == tf.string:
         def jpeg():
-            orientation = headers.exif_orientation(raw)
+            turn = headers.exif_orientation(raw) if orientation is None else orientation
             stored = tf.image.extract_jpeg_shape(raw)
 
             def upright():  # most files: no orientation to apply
@@ -137,13 +140,13 @@ def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) -> tf.Tensor
                                                      channels=3)
 
             def turned():
-                window = window_fn(headers.oriented_shape(stored, orientation))
-                window = headers.stored_window(window, stored, orientation)
+                window = window_fn(headers.oriented_shape(stored, turn))
+                window = headers.stored_window(window, stored, turn)
                 return headers.orient(
                     tf.image.decode_and_crop_jpeg(raw, tf.stack(window), channels=3),
-                    orientation)
+                    turn)
 
-            return tf.cond(tf.equal(orientation, 1), upright, turned)
+            return tf.cond(tf.equal(turn, 1), upright, turned)
 
         def other():
             image = _decode_first_frame(raw)
@@ -156,32 +159,72 @@ def _crop(raw: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) -> tf.Tensor
         top, left, height, width = window_fn(tf.shape(image))
         image = image[top:top + height, left:left + width]
     image.set_shape([None, None, 3])
-    return tf.cast(image, tf.float32)
+    return image
 
 
 def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-    image = tf.clip_by_value(image, 0.0, 255.0)
+    """``[H, W, 3]`` pixels as float32 ``[image_size, image_size, 3]`` in [0, 255]
+    (antialiased bilinear)."""
+    pixels = tf.cast(image, tf.float32)
+
+    def clip(x):
+        return tf.clip_by_value(x, 0.0, 255.0)
+
+    def resize():
+        return clip(tf.image.resize(pixels, [image_size, image_size], method="bilinear",
+                                    antialias=True))
+
+    def as_is():  # uint8 (every decoded file) is in range already
+        return tf.identity(pixels) if image.dtype == tf.uint8 else clip(pixels)
+
+    # At scale 1 the antialiased bilinear resize is exactly the identity (each output
+    # pixel sits on an input pixel's centre, where the triangle kernel is 1 and 0 at its
+    # neighbours), yet its kernel costs ~1.4 ms at 224 px: three times the decode of a
+    # JPEG sent at the eval size (short side size + 32, so its crop is already
+    # image_size).
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
+    image = tf.cond(same, as_is, resize)
     image.set_shape([image_size, image_size, 3])
     return image
 
 
-def center_crop_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def center_crop_and_resize(image: tf.Tensor, image_size: int,
+                           orientation: tf.Tensor | None = None) -> tf.Tensor:
     """Eval preprocessing of encoded bytes or an ``[H, W, C]`` image (C in 1, 3, 4):
     centre crop ``size / (size + 32)`` of the shorter side, resize to ``image_size``.
-    Returns float32 ``[image_size, image_size, 3]`` in [0, 255]."""
-    return _resize(_crop(image, lambda s: _center_window(s[0], s[1], image_size)), image_size)
+    Returns float32 ``[image_size, image_size, 3]`` in [0, 255]. ``orientation``: a JPEG's
+    EXIF orientation when already read (``headers.exif_orientation`` of a whole batch)."""
+    return _resize(_crop(image, lambda s: _center_window(s[0], s[1], image_size),
+                         orientation), image_size)
 
 
-def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
+def center_crop_side(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The side of the eval crop of ``height`` x ``width`` images (any shape of int32
+    tensors): what :func:`center_crop_and_resize` resizes to ``image_size``."""
+    return _center_window(height, width, image_size)[2]
+
+
+def decode_center_crop(image_bytes: tf.Tensor, image_size: int,
+                       orientation: tf.Tensor | None = None) -> tf.Tensor:
+    """The eval crop of encoded bytes before its resize: uint8 ``[side, side, 3]``
+    (:func:`center_crop_side`), which is what :func:`decode_and_center_crop` returns, as
+    float32, when ``side`` is ``image_size``."""
+    image_bytes = tf.convert_to_tensor(image_bytes, dtype=tf.string)
+    return _crop(image_bytes, lambda s: _center_window(s[0], s[1], image_size), orientation)
+
+
+def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int,
+                           orientation: tf.Tensor | None = None) -> tf.Tensor:
     """Serving/eval preprocessing: a scalar ``tf.string`` of JPEG/PNG/BMP/GIF/WebP bytes ->
     float32 ``[image_size, image_size, 3]`` in [0, 255].
 
     Usable inside a ``tf.function`` (e.g. a SavedModel serving signature). Bytes that are
     not a decodable image raise ``tf.errors.InvalidArgumentError`` when run.
+    ``orientation``: its EXIF orientation, when the caller has read it (else read here).
     """
     image_bytes = tf.convert_to_tensor(image_bytes, dtype=tf.string)
-    return center_crop_and_resize(image_bytes, image_size)
+    return center_crop_and_resize(image_bytes, image_size, orientation)
 
 
 def random_crop_and_resize(image: tf.Tensor, image_size: int, seed: tf.Tensor,

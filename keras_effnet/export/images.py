@@ -19,11 +19,14 @@ import tensorflow as tf
 
 from keras_effnet.data import headers
 
-__all__ = ["DEFAULT_MAX_PIXELS", "image_format", "header_shape", "check", "decode_image",
-           "decode_and_center_crop", "decode_batch", "check_finite"]
+__all__ = ["DEFAULT_MAX_PIXELS", "PARALLEL_DECODES", "image_format", "header_shape", "check",
+           "check_batch", "decode_image", "decode_and_center_crop", "decode_batch",
+           "check_finite"]
 
 # 50 megapixels: every phone camera's full-resolution output fits (8192 x 6144).
 DEFAULT_MAX_PIXELS = 50_000_000
+# Images of a batch decoded at once (the decoders are single-threaded).
+PARALLEL_DECODES = 16
 
 image_format = headers.image_format
 # check() codes beyond headers.inspect()'s.
@@ -37,11 +40,40 @@ def check(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS
     (a :mod:`~keras_effnet.data.headers` status, :data:`TOO_LARGE` or :data:`EMPTY`).
     Never raises and decodes nothing."""
     status, size = headers.inspect(image_bytes)
-    code = tf.where(tf.equal(status, headers.OK),
-                    tf.where(tf.reduce_any(size <= 0), EMPTY,
-                             tf.where(size[0] * size[1] > max_pixels, TOO_LARGE, 0)),
+    return _code(status, size, max_pixels), size
+
+
+def _code(status: tf.Tensor, size: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """:func:`check`'s code from an :func:`~keras_effnet.data.headers.inspect` status and
+    its ``[..., 2]`` size (one image or a batch)."""
+    return tf.where(tf.equal(status, headers.OK),
+                    tf.where(tf.reduce_any(size <= 0, axis=-1), EMPTY,
+                             tf.where(size[..., 0] * size[..., 1] > max_pixels, TOO_LARGE, 0)),
                     status)
-    return code, size
+
+
+def check_batch(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> tuple[tf.Tensor, tf.Tensor]:
+    """:func:`check` of each of ``[N]`` files: codes ``[N]``, sizes ``[N, 2]``.
+
+    A batch of JPEGs (what serving mostly gets) is inspected in one walk over all their
+    headers; a batch with any other format, one file at a time.
+    """
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+
+    def jpegs():
+        status, size = headers.inspect_jpegs(image_bytes)
+        return _code(status, size, max_pixels), size
+
+    def each():
+        return tf.map_fn(lambda b: check(b, max_pixels), image_bytes,
+                         fn_output_signature=(tf.int32, tf.int64))
+
+    all_jpeg = tf.reduce_all(tf.equal(image_format(image_bytes), headers.JPEG))
+    codes, sizes = tf.cond(all_jpeg, jpegs, each)
+    codes.set_shape([None])
+    sizes.set_shape([None, 2])
+    return codes, sizes
 
 
 def _reason(what: tf.Tensor, image_bytes: tf.Tensor, code: tf.Tensor, size: tf.Tensor,
@@ -121,11 +153,10 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int,
     Every image is checked before any is decoded; the first bad one fails the batch
     with ``InvalidArgumentError`` naming it (``image_bytes[i] is ...``).
     """
-    from keras_effnet.data import decode_and_center_crop as eval_preprocess
+    from keras_effnet.data import transforms
 
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
-    codes, sizes = tf.map_fn(lambda b: check(b, max_pixels), image_bytes,
-                             fn_output_signature=(tf.int32, tf.int64))
+    codes, sizes = check_batch(image_bytes, max_pixels)
     bad = tf.argmax(tf.cast(tf.not_equal(codes, 0), tf.int32), output_type=tf.int32)
     first = tf.minimum(bad, tf.maximum(tf.size(codes) - 1, 0))
     ok = tf.debugging.Assert(tf.reduce_all(tf.equal(codes, 0)), [_reason(
@@ -133,9 +164,30 @@ def decode_batch(image_bytes: tf.Tensor, image_size: int,
         sizes[first], max_pixels)])
     with tf.control_dependencies([ok]):
         image_bytes = tf.identity(image_bytes)
-    return tf.map_fn(lambda b: eval_preprocess(b, image_size), image_bytes,
-                     fn_output_signature=tf.TensorSpec([image_size, image_size, 3],
-                                                       tf.float32))
+    # The EXIF orientations are read for the whole batch at once; then each image is
+    # decoded, cropped and resized on its own (sizes differ), several at a time.
+    orientations = headers.exif_orientation(image_bytes)
+    shape = [image_size, image_size, 3]
+
+    def each(fn, dtype):
+        return tf.map_fn(lambda x: fn(x[0], image_size, x[1]), (image_bytes, orientations),
+                         parallel_iterations=PARALLEL_DECODES,
+                         fn_output_signature=tf.TensorSpec(shape, dtype))
+
+    def crops():  # already image_size: uint8 crops, cast to float32 once for the batch
+        crop = lambda *args: tf.ensure_shape(  # noqa: E731
+            transforms.decode_center_crop(*args), shape)
+        return tf.cast(each(crop, tf.uint8), tf.float32)
+
+    # JPEGs sent at the eval size (short side image_size + 32: what clients that resize
+    # before sending send) need no resize; the header sizes of a JPEG are the decoder's.
+    sent_at_size = tf.logical_and(
+        tf.reduce_all(tf.equal(image_format(image_bytes), headers.JPEG)),
+        tf.reduce_all(tf.equal(transforms.center_crop_side(
+            tf.cast(sizes[:, 0], tf.int32), tf.cast(sizes[:, 1], tf.int32), image_size),
+            image_size)))
+    return tf.cond(sent_at_size, crops,
+                   lambda: each(transforms.decode_and_center_crop, tf.float32))
 
 
 def check_finite(images: tf.Tensor, what: str = "images") -> tf.Tensor:
