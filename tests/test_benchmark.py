@@ -134,8 +134,14 @@ def test_results_are_written_merged_and_rendered(tmp_path):
     assert set(data["sections"]) == {"build", "mfu", "train"}
     assert data["sections"]["mfu"]["rows"][1]["mfu"] == "nan"
     md = md_path.read_text()
-    assert "`python scripts/benchmark.py --only=mfu`" in md
-    assert data["machine"]["cpu"] in md and "2026-01-01T00:00:00Z" in md
+    # a partial rerun keeps the earlier header; its sections carry their own stamp
+    assert data["command"] == "old" and data["date"] == "d0"
+    assert "- Command: `old`" in md
+    assert "by `python scripts/benchmark.py --only=mfu`" in md
+    assert f"on {data['sections']['mfu']['cpu']}" in md and "2026-01-01T00:00:00Z" in md
+    assert "command" not in data["sections"]["build"]  # the kept section is untouched
+    full = report.merge_results(data, {**new, "sections": {**new["sections"], "build": {}}})
+    assert full["command"] == new["command"]  # a run covering every section: new header
     assert md.index("## MFU") < md.index("## Build") < md.index("## Train")
     assert "| matmul | 1 |" in md and "| kept |" in md and "**Failed:** RuntimeError: boom" in md
     assert "![x.png](x.png)" in md and "- a note" in md

@@ -138,6 +138,8 @@ def render_markdown(results: Mapping[str, Any], order: Sequence[str] = ()) -> st
             meta.append(f"took {format_value(section['wall_s'])} s")
         if section.get("command") and section.get("command") != results.get("command"):
             meta.append(f"by `{section['command']}`")
+        if section.get("cpu") and section.get("cpu") != machine.get("cpu"):
+            meta.append(f"on {section['cpu']}")
         lines.append("(" + "; ".join(meta) + ")")
         lines.append("")
         if section.get("error"):
@@ -169,12 +171,21 @@ def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
 
 def merge_results(previous: Mapping[str, Any] | None,
                   current: Mapping[str, Any]) -> dict[str, Any]:
-    """``current`` with the sections of ``previous`` it did not rerun kept."""
-    merged = dict(current)
-    sections = dict((previous or {}).get("sections", {}))
-    sections.update(current.get("sections", {}))
-    merged["sections"] = sections
-    return merged
+    """``current`` with the sections of ``previous`` it did not rerun kept.
+
+    A partial rerun (``--only``) keeps the earlier header (the command, date, machine and
+    settings of the run most sections come from) and stamps each rerun section with its
+    own command, date and CPU instead; a run that covers every earlier section is the new
+    header."""
+    old_sections = dict((previous or {}).get("sections", {}))
+    new_sections = current.get("sections", {})
+    if set(old_sections) <= set(new_sections):
+        return {**current, "sections": {**old_sections, **new_sections}}
+    stamp = {"command": current.get("command"), "date": current.get("date"),
+             "cpu": current.get("machine", {}).get("cpu")}
+    for name, section in new_sections.items():
+        old_sections[name] = {**{k: v for k, v in stamp.items() if v}, **section}
+    return {**previous, "sections": old_sections}
 
 
 def json_ready(value: Any) -> Any:
