@@ -116,8 +116,13 @@ def test_frozen_backbone_keeps_the_loaded_weights_and_a_new_classifier_trains(pr
     assert head.units == 3 and np.abs(np.array(head.kernel)).max() > 0  # moved from zero
     assert any("classifier new" in line for line in logs)
     assert any("training the classifier only" in line for line in logs)
-    # Nothing is left frozen in the saved model.
+    # Nothing is left frozen in the saved model, nor in the file export and pruning load.
     assert all(layer.trainable for layer in result.model.layers)
+    import keras
+    saved = keras.saving.load_model(result.final_model_path)
+    assert all(layer.trainable for layer in saved.layers)
+    assert len(saved.trainable_weights) == len(result.model.trainable_weights)
+    assert _changed(loaded, _layer_values(saved, "backbone")) == []
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["fine_tune"]["init_weights"] == os.path.abspath(source_dir)
 
