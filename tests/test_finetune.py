@@ -91,7 +91,7 @@ def test_freeze_mode_and_learning_rate_are_functions_of_the_epoch_and_step():
     config = TrainConfig(epochs=4, stages=1, freeze="backbone", unfreeze_at_epoch=3,
                          unfreeze_lr_factor=0.25)
     assert lr_phase(config, 10) == (30, 0.25) and lr_phase(TrainConfig(), 10) is None
-    from keras_effnet.train.finetune import PhasedSchedule
+    from keras_effnet.train.lr_schedule import PhasedSchedule
     from keras_effnet.train.lr_schedule import WarmupDecaySchedule
     base = WarmupDecaySchedule(0.1, steps_per_epoch=10, warmup_epochs=0, kind="constant")
     phased = PhasedSchedule(base, 30, 0.25)

@@ -27,14 +27,11 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-import keras
-from keras import ops
-
 from keras_effnet.errors import ConfigError
 from keras_effnet.names import CLASSIFIER_LAYER
 from keras_effnet.weights import freeze, load_weights
 
-__all__ = ["freeze_mode", "set_phase", "start", "PhasedSchedule", "lr_phase", "UNFROZEN"]
+__all__ = ["freeze_mode", "set_phase", "start", "lr_phase", "UNFROZEN"]
 
 # The second phase: everything trains but BatchNorm.
 UNFROZEN = "bn"
@@ -108,29 +105,3 @@ def lr_phase(config: Any, steps_per_epoch: int) -> tuple[int, float] | None:
     if config.unfreeze_at_epoch is None:
         return None
     return config.unfreeze_at_epoch * steps_per_epoch, float(config.unfreeze_lr_factor)
-
-
-@keras.saving.register_keras_serializable(package="keras_effnet")
-class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """``schedule(step)``, times ``factor`` from step ``boundary`` on."""
-
-    def __init__(self, schedule: Any, boundary: int, factor: float):
-        self.schedule = schedule
-        self.boundary = int(boundary)
-        self.factor = float(factor)
-
-    def __call__(self, step):
-        lr = self.schedule(step)
-        return ops.where(ops.cast(step, "float32") >= self.boundary, lr * self.factor, lr)
-
-    def get_config(self) -> dict:
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
-                "boundary": self.boundary, "factor": self.factor}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "PhasedSchedule":
-        from keras_effnet.train.lr_schedule import WarmupDecaySchedule
-        config = dict(config)
-        config["schedule"] = keras.saving.deserialize_keras_object(
-            config["schedule"], custom_objects={"WarmupDecaySchedule": WarmupDecaySchedule})
-        return cls(**config)

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_effnet.train.schedules import check_schedule
 
-__all__ = ["WarmupDecaySchedule"]
+__all__ = ["WarmupDecaySchedule", "PhasedSchedule"]
 
 
 class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -55,3 +55,28 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_epochs": self.warmup_epochs, "decay_epochs": self.decay_epochs,
                 "decay_factor": self.decay_factor, "kind": self.kind,
                 "total_steps": self.total_steps, "min_lr": self.min_lr}
+
+
+@keras.saving.register_keras_serializable(package="keras_effnet")
+class PhasedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``schedule(step)``, times ``factor`` from step ``boundary`` on."""
+
+    def __init__(self, schedule: Any, boundary: int, factor: float):
+        self.schedule = schedule
+        self.boundary = int(boundary)
+        self.factor = float(factor)
+
+    def __call__(self, step):
+        lr = self.schedule(step)
+        return ops.where(ops.cast(step, "float32") >= self.boundary, lr * self.factor, lr)
+
+    def get_config(self) -> dict:
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "boundary": self.boundary, "factor": self.factor}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PhasedSchedule":
+        config = dict(config)
+        config["schedule"] = keras.saving.deserialize_keras_object(
+            config["schedule"], custom_objects={"WarmupDecaySchedule": WarmupDecaySchedule})
+        return cls(**config)

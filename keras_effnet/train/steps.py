@@ -90,7 +90,7 @@ def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: 
                     layer.synchronized = True
         schedule = WarmupDecaySchedule(**schedule_kwargs)
         if lr_phase is not None:
-            from keras_effnet.train.finetune import PhasedSchedule
+            from keras_effnet.train.lr_schedule import PhasedSchedule
             schedule = PhasedSchedule(schedule, *lr_phase)
         optimizer = keras.optimizers.RMSprop(learning_rate=schedule, rho=0.9,
                                              momentum=0.9, epsilon=1e-3)
