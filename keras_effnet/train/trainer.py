@@ -455,7 +455,7 @@ def train(config: TrainConfig | None = None, *, source: Any = None, strategy: An
           log: Callable[[str], None] | None = None, **overrides: Any) -> TrainResult:
     """Run (or resume) a training run; ``overrides`` replace fields of ``config``.
 
-    >>> result = keras_effnet.train.train(epochs=12)   # the README's main job
+    >>> result = keras_effnet.train.train()   # the README's main job (no export)
     >>> result.top1
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
