@@ -289,6 +289,31 @@ class TrainConfig:
             except ValueError as e:
                 raise ConfigError(str(e), "init_weights") from None
 
+    def check_source(self, source: Any, replicas: int) -> list[str]:
+        """The loaded dataset against this run: at least 2 classes, one global batch of
+        training images, a batch that divides among ``replicas``, class names that fit
+        labels.txt (ValueError / ConfigError). Returns warnings to log (skipped files)."""
+        from keras_effnet.run_dir import has_line_break
+
+        batch, name = self.batch_size, self.dataset
+        if source.num_classes < 2:
+            raise ValueError(f"Dataset {name!r} has {source.num_classes} class(es); "
+                             "training needs at least 2 (one sub-folder per class).")
+        if source.num_train < batch:
+            raise ConfigError(f"Dataset {name!r} has {source.num_train} training images, "
+                              f"fewer than one global batch (batch_size={batch}); add "
+                              "images or lower batch_size.", "batch_size")
+        if batch % replicas:
+            raise ConfigError(f"batch_size {batch} must be divisible by the number of "
+                              f"replicas ({replicas}).", "batch_size")
+        bad = [n for n in source.class_names if has_line_break(n)]
+        if bad:
+            raise ConfigError("class names must not hold line breaks (labels.txt has one "
+                              f"name per line); rename them. Received: {bad[:3]}", "data_dir")
+        skipped = getattr(source, "skipped", None) or []
+        return [f"Warning: skipped {len(skipped)} unreadable file(s) in {self.data_dir}, "
+                f"e.g. {skipped[0][0]} ({skipped[0][1]})."] if skipped else []
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, as config.json's ``train_config``."""
         return dataclasses.asdict(self)

@@ -38,7 +38,7 @@ import time
 from typing import Any, Callable
 
 from keras_effnet.errors import ConfigError
-from keras_effnet.run_dir import RunConfig, RunDir, has_line_break
+from keras_effnet.run_dir import RunConfig, RunDir
 from keras_effnet.train import finetune
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import reporting
@@ -80,7 +80,9 @@ class Trainer:
         self.chief = strategy_lib.is_chief(self.strategy)
         self._print = log or print
         self.source = source if source is not None else self._get_source()
-        self._check_source()
+        replicas = self.strategy.num_replicas_in_sync
+        for warning in config.check_source(self.source, replicas):  # before any building
+            self.log(warning)
         self.variant, self.recipe = config.resolved_model()
         self.plan = progressive_lib.progressive_plan(
             self.recipe, config.epochs, config.stages, config.progressive_mode,
@@ -116,27 +118,6 @@ class Trainer:
         from keras_effnet.data.sources import get_source
         return get_source(name=self.config.dataset, data_dir=self.config.data_dir)
 
-    def _check_source(self) -> None:
-        source, batch, name = self.source, self.config.batch_size, self.config.dataset
-        if source.num_classes < 2:
-            raise ValueError(f"Dataset {name!r} has {source.num_classes} class(es); "
-                             "training needs at least 2 (one sub-folder per class).")
-        if source.num_train < batch:
-            raise ConfigError(f"Dataset {name!r} has {source.num_train} training images, "
-                              f"fewer than one global batch (batch_size={batch}); add "
-                              "images or lower batch_size.", "batch_size")
-        replicas = self.strategy.num_replicas_in_sync
-        if batch % replicas:
-            raise ConfigError(f"batch_size {batch} must be divisible by the number of "
-                              f"replicas ({replicas}).", "batch_size")
-        bad = [n for n in source.class_names if has_line_break(n)]
-        if bad:
-            raise ConfigError("class names must not hold line breaks (labels.txt has one "
-                              f"name per line); rename them. Received: {bad[:3]}", "data_dir")
-        skipped = getattr(source, "skipped", None) or []
-        if skipped:
-            self.log(f"Warning: skipped {len(skipped)} unreadable file(s) in "
-                     f"{self.config.data_dir}, e.g. {skipped[0][0]} ({skipped[0][1]}).")
 
     def run_config(self) -> RunConfig:
         """The run's full configuration, as written to ``model_dir/config.json``."""
