@@ -133,3 +133,39 @@ def test_scaling_search_resumes_after_kill_9(tmp_path):
     assert best["coefficients"] == {k: best[k] for k in ("alpha", "beta", "gamma")}
     assert (study_dir / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert f"trial {retry['number']:3d} [2/2]" in result.stdout  # the retry's line
+
+
+@pytest.mark.slow
+def test_candidates_train_to_the_same_weights_with_the_kernel_cache_kept(tmp_path):
+    """Candidates train with TensorFlow's kernel cache kept across the seed reset (so the
+    timed base step is not re-instantiated); the weights must equal a normal training's,
+    and the binding must be restored afterwards."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python import pywrap_tfe
+
+    from keras_effnet.builder import resolve_variant
+    from keras_effnet.data import get_source
+    from keras_effnet.search import proxy
+    from keras_effnet.train.trainer import Trainer
+
+    clear = pywrap_tfe.TFE_ContextClearCaches
+    config = proxy.TrainConfig(model=TINY["model"], dataset="digits", epochs=1, stages=1,
+                               image_size=16, eval_image_size=16, batch_size=64,
+                               max_train_steps=3, verbose=0)
+    variant = resolve_variant(TINY["model"])
+    source = get_source(name="digits")
+    weights = []
+    for i in range(2):  # the second run finds the first one's kernels cached
+        _, trainer, _ = proxy.train_candidate(config, variant, source=source,
+                                              model_dir=str(tmp_path / f"kept{i}"))
+        weights.append(trainer.model.get_weights())
+    assert pywrap_tfe.TFE_ContextClearCaches is clear
+    plain = Trainer(proxy.CandidateConfig(**{**config.__dict__, "candidate": variant,
+                                             "model_dir": str(tmp_path / "plain")}),
+                    source=source, strategy=tf.distribute.get_strategy())
+    plain.run()
+    for kept in weights:
+        assert len(kept) == len(plain.model.get_weights())
+        for a, b in zip(kept, plain.model.get_weights()):
+            np.testing.assert_array_equal(a, b)

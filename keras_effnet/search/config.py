@@ -105,7 +105,7 @@ class SearchConfig:
     timing_rounds: int = cli.option(
         5, help="nas: interleaved rounds timing a candidate's train step against the "
         "base's.")
-    timing_steps: int = cli.option(3, help="nas: train steps per timing round.")
+    timing_steps: int = cli.option(2, help="nas: train steps per timing round.")
     verbose: int = cli.option(1, help="0: quiet, 1: one line per trial and the summary.")
 
     # --- checks -----------------------------------------------------------------------

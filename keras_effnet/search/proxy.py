@@ -8,12 +8,22 @@ again costs about as much as a short proxy run on a small CPU. The base's step i
 base trial's own when this process trained it, else built once per process with the
 trainer's ``build_state`` / ``make_train_step``.
 
+Each training sets the seeds again (``keras.utils.set_random_seed``), and TensorFlow's
+``set_seed`` also empties the process' kernel cache: every traced function then
+re-instantiates on its next call, the base's timed step included (3-5 s on 2 cores, a
+tenth of a short proxy trial). Candidates therefore train with that cache kept
+(:func:`keep_kernel_cache`): the global seed and the op-seed counter are still reset, and
+the trainer draws every random number from explicit seeds (stateless ops, Keras
+``SeedGenerator`` variables), so a candidate trains to the same weights either way
+(tested).
+
 Every candidate trains under the default strategy (one device per process: run more
 processes against one storage to use more devices).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -21,7 +31,7 @@ from typing import Any
 from keras_effnet.train.config import TrainConfig
 from keras_effnet.variants import Variant
 
-__all__ = ["CandidateConfig", "train_candidate", "StepTimer"]
+__all__ = ["CandidateConfig", "train_candidate", "StepTimer", "keep_kernel_cache"]
 
 
 @dataclasses.dataclass
@@ -61,9 +71,24 @@ def train_candidate(train_config: TrainConfig, variant: Variant, *, source: Any,
     config = CandidateConfig(**{**dataclasses.asdict(train_config), "model_dir": model_dir,
                                 "candidate": variant})
     started = time.perf_counter()
-    trainer = Trainer(config, source=source, strategy=tf.distribute.get_strategy())
-    result = trainer.run()
+    with keep_kernel_cache():
+        trainer = Trainer(config, source=source, strategy=tf.distribute.get_strategy())
+        result = trainer.run()
     return result, trainer, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def keep_kernel_cache():
+    """Seeds set inside keep TensorFlow's kernel cache (and so every instantiated
+    function); everything else ``tf.random.set_seed`` does still happens."""
+    from tensorflow.python import pywrap_tfe  # the binding context.py calls
+
+    clear = pywrap_tfe.TFE_ContextClearCaches
+    pywrap_tfe.TFE_ContextClearCaches = lambda handle: None
+    try:
+        yield
+    finally:
+        pywrap_tfe.TFE_ContextClearCaches = clear
 
 
 def _round(step: Any, iterator: Any, steps: int):
@@ -160,9 +185,7 @@ class StepTimer:
                                                        warmup=1)["base"])
             return {"step_time_ratio": 1.0, "step_time_spread": "–",
                     "base_step_s": seconds / self.steps, "step_s": seconds / self.steps}
-        # Every training resets TensorFlow's global seed, which clears the kernel cache:
-        # the base step's first call after it re-instantiates its graph (seconds). The
-        # warm-up round absorbs that, untimed.
+        # A warm-up round, untimed: first calls after a training (caches, allocator).
         times = timing.interleaved({"base": self._base(), "candidate": step},
                                    self.rounds, warmup=1)
         base_s, candidate_s = (timing.median(times["base"]),
