@@ -40,8 +40,10 @@ from keras_effnet.run_dir import RunDir  # noqa: E402
 from keras_effnet.train.config import TrainConfig  # noqa: E402  (no TensorFlow)
 
 TRAIN = cli.FlagSet(TrainConfig)
-EXPORT = cli.FlagSet(ExportConfig, prefix="export_", only=("prune", "quantize"),
-                     defaults={"prune": 0.5, "prune.epochs": 2, "quantize": ("int8",)})
+EXPORT = cli.FlagSet(ExportConfig, prefix="export_",
+                     only=("prune", "quantize", "compare_dense"),
+                     defaults={"prune": 0.5, "prune.epochs": 2, "quantize": ("int8",),
+                               "compare_dense": False})
 EXPORT_DIRS = cli.FlagSet(ExportConfig, only=("saved_models", "tflite_dir"))
 FLAGSETS = (TRAIN, EXPORT, EXPORT_DIRS)
 for flagset in FLAGSETS:

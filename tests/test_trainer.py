@@ -78,6 +78,30 @@ def test_outputs_in_model_dir(paper_run):
                "\n".join(logs).splitlines())
 
 
+def test_the_last_epoch_is_measured_once_by_the_final_evaluation(paper_run):
+    trainer, result, source, logs, model_dir = paper_run
+    history = json.loads((model_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert all("val_top1" in h for h in history)  # eval_every_epochs=1
+    final = json.loads((model_dir / "metrics.json").read_text())["final"]
+    assert history[-1]["val_top1"] == final["top1"] == result.top1
+    assert history[-1]["val_loss"] == final["loss"]
+    # One log line per epoch, the last one written after training ended.
+    epoch_lines = [line for line in logs if line.startswith("epoch ") and "val top-1" in line]
+    assert [line.split(":")[0] for line in epoch_lines] == [f"epoch {i}/4" for i in range(1, 5)]
+
+
+def test_evaluating_does_not_change_what_trains(tmp_path):
+    runs = []
+    for every in (1, 0):
+        trainer = Trainer(tiny_config(tmp_path / f"every{every}", eval_every_epochs=every,
+                                      verbose=0), source=ArraySource())
+        trainer.run()
+        runs.append(model_weights(trainer.model))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_tensorboard_scalars_are_readable(paper_run):
     import tensorflow as tf
     *_, model_dir = paper_run
@@ -230,6 +254,11 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
     explicit = Trainer(TrainConfig(model="efficientnetv2-s", model_dir=str(tmp_path)),
                        source=Digits(num_train=128, num_val=8, classes=10))
     assert explicit.variant.name == "efficientnetv2-s"  # only the default model is shrunk
+    # Evaluated at each 2-epoch stage's end on the embedded sets, every epoch elsewhere.
+    assert TrainConfig(dataset="mnist5k").resolved_eval_every_epochs() == 2
+    assert TrainConfig(dataset="digits", eval_every_epochs=1).resolved_eval_every_epochs() == 1
+    assert TrainConfig(dataset="folder", data_dir="x").resolved_eval_every_epochs() == 1
+    assert TrainConfig(dataset="digits", eval_every_epochs=0).resolved_eval_every_epochs() == 0
 
 
 def test_top_k_counts_ties_like_argmax():

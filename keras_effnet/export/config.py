@@ -58,6 +58,9 @@ class ExportConfig:
         image_size: evaluation size (default: the run's ``eval_image_size``).
         max_eval_images: cap on held-out images evaluated per artifact (None: all).
         representative_images: int8 calibration images from the training split.
+        compare_dense: with pruning, also convert the unpruned model to TFLite and report
+            how much smaller the pruned file gzips (one more conversion: off in the main
+            job's export, on in ``scripts/export.py``).
         serving_base_path: how TF-Serving sees ``saved_models`` (for models.config).
         max_pixels, top_k: serving signature settings.
     """
@@ -72,6 +75,9 @@ class ExportConfig:
     quantize: tuple[str, ...] = option(("none",), help="TFLite flavours: none, float16, "
                                        "dynamic, int8 (a list writes one file each).")
     prune: PruneConfig | None = option(None, help="Target sparsity: prune + fine-tune.")
+    compare_dense: bool = option(True, help="With --prune and tflite: also convert the "
+                                 "unpruned model, to report how much smaller pruning "
+                                 "makes the gzipped file (one more conversion).")
     serve_pruned: bool = option(False, help="Also serve the pruned weights (default: the "
                                 "TF-Serving version is the dense trained model).")
     saved_models: str = option("saved_models", help="TF-Serving base directory.")

@@ -326,7 +326,8 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
     """The ``tflite`` format of an export (:mod:`keras_effnet.export.job`): one file per
     ``config.quantize`` mode, with ``labels.txt``, in ``<tflite_dir>/<name>/<version>/``,
     each measured with :class:`LiteRunner`. A pruned ``model`` is written with sparse
-    encoding, and compared with the same conversion of the dense model."""
+    encoding, and compared with the same conversion of the dense model (unless
+    ``config.compare_dense`` is off)."""
     config, pruned = context.config, context.is_pruned(model)
     out_dir = Path(config.tflite_dir) / context.name / str(context.version)
     calibration = None
@@ -339,7 +340,8 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
     if pruned:
         suffix = f"-pruned{round(config.prune.target_sparsity * 100)}"
         dense_model = context.model
-        if config.prune.policy == "xnnpack":  # the pruned model is in XNNPACK form
+        if config.prune.policy == "xnnpack" and config.compare_dense:
+            # the pruned model is in XNNPACK form: compare with the same form, dense
             from keras_effnet.export.rewrite import to_xnnpack_form
             dense_model = to_xnnpack_form(context.model, input_size=context.image_size)
     artifacts = []
@@ -349,12 +351,13 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
         written = write_tflite(content, out_dir / f"{context.name}{suffix}-{mode}.tflite", mode)
         notes = ""
         if pruned:
+            notes = ("sparse encoding" if written.sparse else
+                     "dense encoding (XNNPACK cannot load this one sparse)")
+        if pruned and config.compare_dense:
             dense = gzipped_size(convert(dense_model, mode, image_size=context.image_size,
                                          representative_images=calibration))
-            encoding = ("sparse encoding" if written.sparse else
-                        "dense encoding (XNNPACK cannot load this one sparse)")
-            notes = (f"{encoding}; unpruned gzipped {size_text(dense)}: "
-                     f"{dense / written.gzipped_bytes:.2f}x smaller")
+            notes += (f"; unpruned gzipped {size_text(dense)}: "
+                      f"{dense / written.gzipped_bytes:.2f}x smaller")
         artifacts.append(Artifact(
             f"tflite {mode}" + (" pruned" if pruned else ""), str(written.path),
             size_bytes=written.size_bytes, gzipped_bytes=written.gzipped_bytes, notes=notes,

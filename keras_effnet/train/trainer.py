@@ -295,9 +295,10 @@ class Trainer:
                     break
                 self.epoch.assign(epoch + 1)
                 self.batch_in_epoch.assign(0)
-                if config.eval_every_epochs and ((epoch + 1) % config.eval_every_epochs == 0
-                                                 or epoch + 1 == config.epochs):
-                    self._evaluate_epoch(epoch, record, scalars)
+                # The last epoch's figures are the final evaluation's (same weights).
+                every = config.resolved_eval_every_epochs()
+                if every and epoch + 1 < config.epochs and (epoch + 1) % every == 0:
+                    self._evaluate_epoch(epoch, self.evaluate(), record, scalars)
                 history.append(record)
                 self._save(f"end of epoch {epoch + 1}")
                 if self.chief:
@@ -375,10 +376,9 @@ class Trainer:
                                                 "accuracy": record["accuracy"]})
         return record
 
-    def _evaluate_epoch(self, epoch: int, record: dict[str, Any],
-                        scalars: reporting.Scalars) -> None:
-        """Held-out metrics after ``epoch``, added to its record, TensorBoard and log."""
-        metrics = self.evaluate()
+    def _evaluate_epoch(self, epoch: int, metrics: dict[str, Any] | None,
+                        record: dict[str, Any], scalars: reporting.Scalars) -> None:
+        """Held-out ``metrics`` after ``epoch``, added to its record, TensorBoard and log."""
         if not metrics:
             return
         record.update(val_top1=metrics["top1"], val_top5=metrics["top5"],
@@ -402,6 +402,9 @@ class Trainer:
             self._holds_ema = True
         # The saved model keeps the statistics its held-out figures were measured with.
         final = self.evaluate(use_ema=False, keep=True)
+        if history and "val_top1" not in history[-1] and _value(self.batch_in_epoch) == 0 \
+                and history[-1]["epoch"] == _value(self.epoch) - 1:
+            self._evaluate_epoch(history[-1]["epoch"], final, history[-1], scalars)
         final_path = None
         freeze(self.model, "none")  # saved with every layer trainable, as any model
         if self.chief:
