@@ -91,3 +91,12 @@ def test_main_job_section_end_to_end(tmp_path):
     assert any(g["goal"].startswith("train + export") for g in result["goals"])
     assert (tmp_path / "main_job.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(result, default=str)  # results.json can hold it
+
+
+def test_keras_applications_seeds_are_some_of_the_main_jobs():
+    from keras_effnet.errors import ConfigError
+    assert config_lib.BenchConfig(main_job_apps_seeds=(0,)).main_job_apps_seeds == (0,)
+    cfg = config_lib.apply_overrides(config_lib.BenchConfig(), ["main_job_apps_seeds=0,2"])
+    assert cfg.main_job_apps_seeds == (0, 2)
+    with pytest.raises(ConfigError, match="main_job_apps_seeds must be some of"):
+        config_lib.BenchConfig(main_job_apps_seeds=(5,))

@@ -69,6 +69,9 @@ class BenchConfig:
     main_job_image_size: int = 128  # keras.applications' fixed size (the main job's last)
     main_job_batch: int = 64
     main_job_apps_model: str = "EfficientNetV2B0"
+    # The seeds keras.applications trains (empty: every main_job_seeds one). Its 7.2M
+    # parameters take ~4x the main job's time a seed on 2 cores.
+    main_job_apps_seeds: tuple[int, ...] = ()
     main_job_export: bool = True  # seed 0's progressive run ends with its export
     main_job_tolerance: float = 0.5  # target: fixed's median final top-1 less this
     # 4. serving: SavedModel serving_default on JPEG bytes vs the Keras model
@@ -178,6 +181,8 @@ class BenchConfig:
                 fail(name, "must be >= 0")
         if not self.main_job_seeds:
             fail("main_job_seeds", "must name at least one seed")
+        if not set(self.main_job_apps_seeds) <= set(self.main_job_seeds):
+            fail("main_job_apps_seeds", "must be some of main_job_seeds (empty: all)")
         if not 0.0 <= self.main_job_tolerance < 100.0:
             fail("main_job_tolerance", "is in accuracy points, 0 <= it < 100")
         if not 0.0 <= self.progressive_tolerance < 100.0:

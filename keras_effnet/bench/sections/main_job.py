@@ -229,7 +229,8 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
             for arm in order:
                 export = cfg.main_job_export and arm == "progressive" and i == 0
                 runs.append(_main_job(cfg, Path(work), arm, seed, export))
-            runs.append(_keras_applications(cfg, split, seed))
+            if seed in (cfg.main_job_apps_seeds or cfg.main_job_seeds):
+                runs.append(_keras_applications(cfg, split, seed))
     classical = classical_baselines(split)
     summary = summarise(runs, classical, cfg.main_job_tolerance / 100.0,
                         pixels=f"{side} pixels")
