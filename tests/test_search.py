@@ -230,7 +230,9 @@ def test_defaults_resolve_per_search():
     assert nas.study_name() == "nas_efficientnetv2-b0_digits"
     assert SearchConfig(model=",".join(V2_B0)).resolved_study_dir() == \
         "search_runs/scaling_custom_digits"
-    assert scaling.resolved_image_size(224) == 32  # digits
+    # the embedded sets: 64 px, the smallest size with a 2x2 final feature map
+    assert scaling.resolved_image_size(224) == 64  # digits
+    assert SearchConfig(dataset="mnist5k").resolved_image_size(224) == 64
     assert SearchConfig(dataset="folder").resolved_image_size(224) == 224
     assert SearchConfig(image_size=48).resolved_image_size(224) == 48
 

@@ -111,7 +111,7 @@ class BenchConfig:
     search_scaling_model: str = "efficientnet-b0"
     search_width: float = 0.5  # both bases are shrunk for the proxy
     search_depth: float = 0.5
-    search_image_size: int = 0  # 0: the search's default (32 px on digits)
+    search_image_size: int = 0  # 0: the search's default (64 px on digits)
     search_trials: int = 20  # distinct candidates per study (the default)
     search_epochs: int = 10  # per candidate and per retraining (the default)
     search_batch: int = 64
