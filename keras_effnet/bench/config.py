@@ -70,7 +70,7 @@ class BenchConfig:
     main_job_batch: int = 64
     main_job_apps_model: str = "EfficientNetV2B0"
     # The seeds keras.applications trains (empty: every main_job_seeds one). Its 7.2M
-    # parameters take ~4x the main job's time a seed on 2 cores.
+    # parameters take ~6x the main job's training time a seed on 2 cores.
     main_job_apps_seeds: tuple[int, ...] = ()
     main_job_export: bool = True  # seed 0's progressive run ends with its export
     main_job_tolerance: float = 0.5  # target: fixed's median final top-1 less this

@@ -76,10 +76,11 @@ RECIPE_WARMUP_EPOCHS = 5.0
 # 192-384 px would only burn time. These defaults apply when the corresponding option is
 # left unset (None); the width/depth ones only for the default model. An evaluation
 # (BatchNorm recalibration on 1,024 scans, then 1,000 held-out ones) costs about a third of
-# an epoch of 4,000 here, so the main job evaluates at each of its 2-epoch stages' ends. 128 px last and 64 px first (the smallest
-# size with a 2x2 final feature map): below ~96 px a CPU step costs about the same at any
-# size (per-op overhead), so progressive learning saves time only where pixels cost time,
-# and at 128 px it also ended more accurate than at 64 px (README, "The main job").
+# an epoch of 4,000 here, so the main job evaluates at each of its 2-epoch stages' ends.
+# 128 px last and 64 px first (the smallest size with a 2x2 final feature map): below
+# ~96 px a CPU step costs about the same at any size (per-op overhead), so progressive
+# learning saves time only where pixels cost time, and at 128 px it also ended more
+# accurate than at 64 px (README, "The main job").
 _SMALL_SCANS = {"image_size": 128, "min_image_size": 64, "eval_every_epochs": 2,
                 "model_scaling": {"width": 0.5, "depth": 0.5}}
 SMALL_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {

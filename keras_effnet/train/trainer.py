@@ -118,7 +118,6 @@ class Trainer:
         from keras_effnet.data.sources import get_source
         return get_source(name=self.config.dataset, data_dir=self.config.data_dir)
 
-
     def run_config(self) -> RunConfig:
         """The run's full configuration, as written to ``model_dir/config.json``."""
         config = self.config
@@ -274,7 +273,7 @@ class Trainer:
         self._log_header(resumed)
         start_epoch, start_batch = _value(self.epoch), _value(self.batch_in_epoch)
         history = self.run_dir.history(before_epoch=start_epoch) if resumed else []
-        current_stage = None
+        current_stage, eval_every = None, config.resolved_eval_every_epochs()
         try:
             for epoch in range(start_epoch, config.epochs):
                 if _value(self.step) >= self.total_steps:
@@ -296,8 +295,7 @@ class Trainer:
                 self.epoch.assign(epoch + 1)
                 self.batch_in_epoch.assign(0)
                 # The last epoch's figures are the final evaluation's (same weights).
-                every = config.resolved_eval_every_epochs()
-                if every and epoch + 1 < config.epochs and (epoch + 1) % every == 0:
+                if eval_every and epoch + 1 < config.epochs and (epoch + 1) % eval_every == 0:
                     self._evaluate_epoch(epoch, self.evaluate(), record, scalars)
                 history.append(record)
                 self._save(f"end of epoch {epoch + 1}")
