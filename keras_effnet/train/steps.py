@@ -3,7 +3,8 @@
 :func:`build_state` makes the model, the RMSProp optimizer with its LR schedule, the
 counters and the EMA (docs/reference.md §5); :func:`make_train_step` and
 :func:`make_eval_step` are the ``tf.function``\\ s run by ``strategy.run`` under every
-strategy (see ``trainer.py`` for why one custom loop).
+strategy (see ``trainer.py`` for why one custom loop). The train and recalibration steps
+trace BatchNorm's training pass as one fused op (:mod:`keras_effnet.train.fused_bn`).
 
 Traces: the head dropout rate is a Python float baked into a trace, so the trainer keeps
 one train step per rate; :func:`relax_shapes` lets that one trace serve every image size.
@@ -16,6 +17,7 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 from keras_effnet.builder import CLASSIFIER_LAYER, DROPOUT_LAYER
+from keras_effnet.train.fused_bn import fused_batchnorm
 
 __all__ = ["TrainState", "build_state", "make_train_step", "make_eval_step",
            "make_recalibrate_step", "recalibration_count", "statistics_restored",
@@ -146,7 +148,7 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
     def replica_step(images, labels):
         if traces is not None:
             traces.append((dropout_rate(model), tuple(images.shape)))
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, fused_batchnorm(model):
             probs = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
                 labels, probs, label_smoothing=label_smoothing)
@@ -261,7 +263,8 @@ def make_recalibrate_step(state: TrainState, strategy: Any) -> Callable[[Any, in
     replicas = strategy.num_replicas_in_sync
 
     def replica_step(images):
-        model(images, training=True)
+        with fused_batchnorm(model):
+            model(images, training=True)
         if replicas == 1 or not state.moving_stats:
             return tf.zeros([0])
         return tf.concat([tf.reshape(v, [-1]) for v in state.moving_stats], 0)
