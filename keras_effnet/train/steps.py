@@ -1,7 +1,8 @@
 """The training state and the traced steps that update and measure it.
 
 :func:`build_state` makes the model, the RMSProp optimizer with its LR schedule, the
-counters and the EMA (docs/reference.md §5); :func:`make_train_step` and
+counters and the EMA (docs/reference.md §5; the RMSProp update is one op per variable,
+:mod:`keras_effnet.train.fused_rmsprop`); :func:`make_train_step` and
 :func:`make_eval_step` are the ``tf.function``\\ s run by ``strategy.run`` under every
 strategy (see ``trainer.py`` for why one custom loop). The train and recalibration steps
 trace BatchNorm's training pass as one fused op (:mod:`keras_effnet.train.fused_bn`).
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from keras_effnet.builder import CLASSIFIER_LAYER, DROPOUT_LAYER
 from keras_effnet.train.fused_bn import fused_batchnorm
+from keras_effnet.train.fused_rmsprop import rmsprop
 
 __all__ = ["TrainState", "build_state", "make_train_step", "make_eval_step",
            "make_recalibrate_step", "recalibration_count", "statistics_restored",
@@ -94,8 +96,7 @@ def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: 
         if lr_phase is not None:
             from keras_effnet.train.lr_schedule import PhasedSchedule
             schedule = PhasedSchedule(schedule, *lr_phase)
-        optimizer = keras.optimizers.RMSprop(learning_rate=schedule, rho=0.9,
-                                             momentum=0.9, epsilon=1e-3)
+        optimizer = rmsprop(learning_rate=schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
