@@ -395,8 +395,10 @@ def test_tiny_train_section_times_both_models_and_the_a_a_control(tmp_path):
     [row] = section["rows"]
     assert (row["model"], row["image_size"], row["batch"], row["jit_compile"]) == \
         ("efficientnet-b0", 32, 2, False)
-    for side in ("ours", "theirs", "twin"):
+    for side in ("ours", "theirs", "twin", "fused"):
         assert len(row[f"{side}_times_s"]) == 2 and min(row[f"{side}_times_s"]) > 0
+    assert row["fused_ratio"] == pytest.approx(timing.median(row["theirs_times_s"])
+                                               / timing.median(row["fused_times_s"]))
     assert row["ratio"] == pytest.approx(timing.median(row["theirs_times_s"])
                                          / timing.median(row["ours_times_s"]))
     assert row["control_ratio"] == pytest.approx(timing.median(row["twin_times_s"])
@@ -405,6 +407,7 @@ def test_tiny_train_section_times_both_models_and_the_a_a_control(tmp_path):
     assert low <= high
     md = (tmp_path / "results.md").read_text()
     assert "A/A control: ours built twice" in md and "| efficientnet-b0 | 32 | 2 | no |" in md
+    assert "trainer's step (fused ops) img/s" in md
 
 
 @pytest.mark.slow

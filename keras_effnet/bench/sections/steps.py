@@ -25,14 +25,22 @@ def clear_session() -> None:
     gc.collect()
 
 
-def train_step(model: Any, jit: bool, loss_scale: bool = False) -> Callable:
+def train_step(model: Any, jit: bool, loss_scale: bool = False,
+               fused: bool = False) -> Callable:
     """A compiled train step ``step(images, labels) -> loss``: forward, categorical
     cross-entropy, gradient, ``RMSprop.apply`` (under a LossScaleOptimizer when
-    ``loss_scale``)."""
+    ``loss_scale``). With ``fused``, BatchNorm's training pass and the RMSProp update are
+    the fused ops keras_effnet's trainer traces (:mod:`keras_effnet.train.fused_bn`,
+    :mod:`keras_effnet.train.fused_rmsprop`)."""
+    import contextlib
+
     import keras
     import tensorflow as tf
-    optimizer = keras.optimizers.RMSprop(learning_rate=1e-3, rho=0.9, momentum=0.9,
-                                         epsilon=1e-3)
+
+    from keras_effnet.train.fused_bn import fused_batchnorm
+    from keras_effnet.train.fused_rmsprop import rmsprop
+    optimizer = (rmsprop if fused else keras.optimizers.RMSprop)(
+        learning_rate=1e-3, rho=0.9, momentum=0.9, epsilon=1e-3)
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
@@ -40,7 +48,8 @@ def train_step(model: Any, jit: bool, loss_scale: bool = False) -> Callable:
 
     @tf.function(jit_compile=jit, autograph=False)
     def step(images, labels):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, (fused_batchnorm(model) if fused
+                                         else contextlib.nullcontext()):
             probs = model(images, training=True)
             loss = loss_fn(labels, tf.cast(probs, tf.float32))
             scaled = optimizer.scale_loss(loss) if loss_scale else loss

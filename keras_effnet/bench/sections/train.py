@@ -39,6 +39,11 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                     train_step(model, jit)
                 fns[key] = repeat_step(step, images, labels, cfg.train_steps)
                 first[key] = timing.timed(fns[key])  # trace (and XLA compile)
+        if False in cfg.train_jit:
+            # What keras_effnet's trainer runs: the same model, BatchNorm and RMSProp fused.
+            fns[("fused", False)] = repeat_step(train_step(ours, False, fused=True),
+                                                images, labels, cfg.train_steps)
+            first[("fused", False)] = timing.timed(fns[("fused", False)])
         twin = None
         if cfg.train_control and False in cfg.train_jit:
             # A/A control: the same keras_effnet model built a second time, in the same
@@ -54,6 +59,7 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
         for jit in cfg.train_jit:
             a = timing.median(times[f"keras_effnet|{jit}"])
             b = timing.median(times[f"keras.applications|{jit}"])
+            fused = timing.median(times.get(f"fused|{jit}", [])) or None
             rows.append({
                 "model": name, "image_size": size, "batch": batch, "jit_compile": jit,
                 "ours_img_s": timing.per_second(images_per_round, a),
@@ -64,11 +70,18 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                 # same direction as "ratio": the twin's round time / ours
                 "control_ratio": timing.ratio(timing.median(times.get(f"twin|{jit}", [])),
                                               a),
+                "fused_img_s": timing.per_second(images_per_round, fused),
+                "fused_ratio": timing.ratio(b, fused),
+                "fused_round_ratios": timing.spread(timing.paired_ratios(
+                    times[f"keras.applications|{jit}"], times[f"fused|{jit}"]))
+                if fused else None,
                 "ours_first_call_s": first[("keras_effnet", jit)],
+                "fused_first_call_s": first.get(("fused", jit)),
                 "theirs_first_call_s": first[("keras.applications", jit)],
                 "ours_times_s": times[f"keras_effnet|{jit}"],
                 "theirs_times_s": times[f"keras.applications|{jit}"],
-                "twin_times_s": times.get(f"twin|{jit}")})
+                "twin_times_s": times.get(f"twin|{jit}"),
+                "fused_times_s": times.get(f"fused|{jit}")})
         del ours, theirs, twin, fns, plain_step
         ctx.steps.trim()  # keeps only a step a later section reserved
     return {
@@ -78,6 +91,9 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                     ("ratio", "ratio ours/theirs"),
                     ("round_ratios", "per-round ratios (min–max)"),
                     ("control_ratio", "A/A control: ours built twice"),
+                    ("fused_img_s", "trainer's step (fused ops) img/s"),
+                    ("fused_ratio", "ratio trainer's step/theirs"),
+                    ("fused_round_ratios", "its per-round ratios"),
                     ("ours_first_call_s", "ours first call (s)"),
                     ("theirs_first_call_s", "theirs first call (s)")],
         "rows": rows,
@@ -89,6 +105,10 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                   "and a ratio of medians inside it is parity. A/A control (no XLA): the "
                   "same ratio between keras_effnet's model and a second build of it, timed "
                   "in the same rounds; identical models, so its distance from 1 is noise. "
+                  "Trainer's step (no XLA): keras_effnet's model in the same step with "
+                  "BatchNorm's training pass and the RMSProp update fused, as "
+                  "keras_effnet.train traces them (keras_effnet.train.fused_bn, "
+                  "fused_rmsprop), timed in the same rounds. "
                   "First call = trace (+ XLA compile) + the first round."]
         + ([] if True in cfg.train_jit else [
             "jit_compile=True is left out of these settings: XLA's CPU compile of one train "
