@@ -249,7 +249,13 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
     assert [s.image_size for s in trainer.plan] == [80, 96, 112, 128]
     assert trainer.eval_image_size == 128
     assert trainer.schedule_kwargs["base_lr"] == pytest.approx(0.004)
-    assert trainer.schedule_kwargs["warmup_epochs"] == pytest.approx(1.0)  # 8 / 10, >= 1
+    assert trainer.config.epochs == 12
+    assert [(s.start_epoch, s.end_epoch) for s in trainer.plan] == [(0, 3), (3, 6), (6, 9),
+                                                                    (9, 12)]
+    assert trainer.schedule_kwargs["warmup_epochs"] == pytest.approx(1.2)  # 12 / 10, >= 1
+    short = Trainer(TrainConfig(model_dir=str(tmp_path), epochs=8),
+                    source=Digits(num_train=128, num_val=8, classes=10))
+    assert short.schedule_kwargs["warmup_epochs"] == pytest.approx(1.0)  # 8 / 10 -> 1
     assert trainer.schedule_kwargs["decay_epochs"] == 2.4
     explicit = Trainer(TrainConfig(model="efficientnetv2-s", model_dir=str(tmp_path)),
                        source=Digits(num_train=128, num_val=8, classes=10))

@@ -65,7 +65,7 @@ class BenchConfig:
     # keras.applications + fit and scikit-learn, on the digits' own split
     main_job_seeds: tuple[int, ...] = (0, 1, 2)
     main_job_flags: tuple[str, ...] = ()  # extra scripts/train.py flags for every run
-    main_job_epochs: int = 8  # the main job's default; keras.applications gets the same
+    main_job_epochs: int = 12  # the main job's default; keras.applications gets the same
     main_job_image_size: int = 128  # keras.applications' fixed size (the main job's last)
     main_job_batch: int = 64
     main_job_apps_model: str = "EfficientNetV2B0"

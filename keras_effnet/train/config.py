@@ -16,8 +16,8 @@ The recipe (docs/reference.md §5; google/automl ``main_tf2.py``):
   linear warm-up then exponential decay x0.97 per 2.4 epochs (staircase), or cosine.
   The decay period is the recipe's 2.4 epochs whatever the run length. The warm-up is
   the recipe's 5 epochs, shortened for short runs to a tenth of the run (at least one
-  epoch): ``min(5, max(1, epochs / 10))``, so the 8-epoch main job warms up for one
-  epoch instead of spending 60 % of itself there. (Compressing the whole schedule by
+  epoch): ``min(5, max(1, epochs / 10))``, so the 12-epoch main job warms up for 1.2
+  epochs instead of spending 40 % of itself there. (Compressing the whole schedule by
   ``epochs / 350`` was tried: a 12-epoch from-scratch run then spends its second half
   below 10 % of the peak LR and under-fits, 77 % on digits.)
 * Weight decay 1e-5 as an L2 term added to the loss, as automl:
@@ -113,7 +113,7 @@ class TrainConfig:
     model_dir: str | None = cli.option(
         None, help="Checkpoints, logs and results (default: runs/<model>_<dataset>). The "
         "same model_dir resumes the run.")
-    epochs: int = cli.option(8, help="Training epochs over all stages.")
+    epochs: int = cli.option(12, help="Training epochs over all stages.")
     batch_size: int = cli.option(64, help="Global batch size (all replicas).")
     stages: int = cli.option(4, help="Progressive-learning stages (1 = off).")
     progressive_mode: str = cli.option(
