@@ -76,7 +76,7 @@ RECIPE_WARMUP_EPOCHS = 5.0
 # 192-384 px would only burn time. These defaults apply when the corresponding option is
 # left unset (None); the width/depth ones only for the default model. An evaluation
 # (BatchNorm recalibration on 1,024 scans, then 1,000 held-out ones) costs about a third of
-# an epoch of 4,000 here, so the main job evaluates at each of its 2-epoch stages' ends.
+# an epoch of 4,000 here, so the main job evaluates every 2 epochs (of 12: 3 per stage).
 # 128 px last and 64 px first (the smallest size with a 2x2 final feature map): below
 # ~96 px a CPU step costs about the same at any size (per-op overhead), so progressive
 # learning saves time only where pixels cost time, and at 128 px it also ended more
