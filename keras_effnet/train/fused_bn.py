@@ -3,9 +3,10 @@
 Keras 3 computes a training-mode ``BatchNormalization`` from separate ops (the batch
 moments, then normalise, scale and shift; the same again backwards), each a pass over the
 activations. TensorFlow's ``FusedBatchNormV3`` does the forward pass in one op and the
-backward pass in one more: tf.keras used it by default (``fused=True``), Keras 3 has no
-such path. In the main job's train step on 2 CPU cores it takes a sixth to a fifth off a
-step and a quarter off the first trace (README, "The main job, measured").
+backward pass in one more: Keras 2 (tf_keras) used it by default (``fused=True``), Keras 3
+has no such path. In the main job's train step on 2 CPU cores it took about a fifth off a
+step at 80 and 128 px; the benchmark's train section times the trainer's fused step against
+a plain one (README, "Performance").
 
 :func:`fused_batchnorm` swaps the ``call`` of a model's BatchNormalization layers only
 for the code traced inside it, so the model's layers stay Keras' own: inference, export
