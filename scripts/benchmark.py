@@ -14,8 +14,9 @@ table per section) and the figures next to them. Every comparison is A/B interle
 one process, medians of --repeats rounds after a warm-up; the machine may be shared and
 noisy, so read the ratios. Nothing is asserted on timings.
 
-Sections: plots, build, train, pipeline, mfu, serving, progressive, tflite (default, in
-that order), reliability (with --reliability), gpu (with --gpu). Every setting of
+Sections: plots, build, train, pipeline, mfu, serving, progressive, main_job, stage_cost,
+transfer, search, tflite (default, in that order), reliability (with --reliability), gpu
+(with --gpu). Every setting of
 keras_effnet.bench.BenchConfig can be changed with --set=name=value.
 
 A mistake in the request prints one ``error: ...`` line and exits with status 2.

@@ -187,12 +187,12 @@ def test_presets_are_consistent():
 def test_section_names_and_titles_derive_from_the_registry():
     assert bench.SECTIONS == registry.SECTIONS == tuple(r.name for r in registry.REGISTRY)
     assert registry.SECTIONS == ("plots", "build", "train", "pipeline", "mfu", "serving",
-                                 "progressive", "main_job", "transfer", "search", "tflite",
-                                 "reliability", "gpu")
-    assert registry.CPU_SECTIONS == registry.SECTIONS[:11]
+                                 "progressive", "main_job", "stage_cost", "transfer", "search",
+                                 "tflite", "reliability", "gpu")
+    assert registry.CPU_SECTIONS == registry.SECTIONS[:12]
     assert registry.DISPLAY_ORDER == ("plots", "main_job", "train", "pipeline",
                                       "progressive", "serving", "tflite", "build", "mfu",
-                                      "reliability", "search", "gpu", "transfer")
+                                      "reliability", "search", "gpu", "transfer", "stage_cost")
     assert registry.TITLES["mfu"] == "7. Model FLOP utilisation (inference)"
     assert registry.get("train").title.startswith("1. Training throughput")
     with pytest.raises(ConfigError, match="unknown section\\(s\\) bogus") as info:
@@ -381,6 +381,45 @@ def test_tiny_mfu_section_writes_valid_results(tmp_path):
                                       ["macs_per_s"])
     md = (tmp_path / "results.md").read_text()
     assert "## 7. Model FLOP utilisation" in md and "| efficientnet-b0 | 32 | 1 |" in md
+
+
+def test_stage_cost_resolves_the_main_jobs_plan_as_the_trainer_does():
+    from keras_effnet.bench.sections.stage_cost import main_job_config, plan_sizes
+
+    config = main_job_config(bench.full_config())
+    assert (config.dataset, config.epochs, config.batch_size) == ("mnist5k", 12, 64)
+    variant, sizes = plan_sizes(config)
+    assert variant.name == "efficientnetv2-b0-w0.5-d0.5" and sizes == [80, 96, 112, 128]
+    # training flags apply, export flags are ignored
+    config = main_job_config(bench.full_config(), ("--stages=2", "--image_size=96",
+                                                   "--export_prune=0", "--noexport"))
+    assert plan_sizes(config)[1] == [80, 96]
+    assert plan_sizes(main_job_config(bench.full_config(), ("--stages=1",)))[1] == [128]
+
+
+@pytest.mark.slow
+def test_tiny_stage_cost_section_times_every_plan_size_at_two_batches(tmp_path):
+    # The quick preset's main job: a small custom network on digits, 24 then 32 px.
+    result = _run("--only=stage_cost", "--quick", f"--out_dir={tmp_path}", "--repeats=2",
+                  "--set=warmup=0", "--set=stage_cost_steps=1", "--set=main_job_batch=2",
+                  timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = json.loads((tmp_path / "results.json").read_text())["sections"]["stage_cost"]
+    assert "error" not in section, section
+    assert section["sizes"] == [24, 32] and section["batches"] == [2, 4]
+    rows = {(r["image_size"], r["batch"]): r for r in section["rows"]}
+    assert set(rows) == {(24, 2), (32, 2), (24, 4), (32, 4)}
+    for (size, batch), row in rows.items():
+        assert len(row["times_s"]) == 2 and min(row["times_s"]) > 0
+        assert row["ms_per_image"] == pytest.approx(row["ms_per_step"] / batch)
+        assert row["pixels_ratio"] == pytest.approx((size / 32) ** 2)
+        assert 0 < row["macs_ratio"] <= 1
+    assert rows[(32, 2)]["time_ratio"] == pytest.approx(1.0)
+    assert rows[(24, 2)]["time_ratio"] == pytest.approx(
+        rows[(24, 2)]["ms_per_image"] / rows[(32, 2)]["ms_per_image"])
+    assert rows[(24, 4)]["per_image_vs_batch"] == pytest.approx(
+        rows[(24, 4)]["ms_per_image"] / rows[(24, 2)]["ms_per_image"])
+    assert "## 9. What a progressive stage costs" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.slow

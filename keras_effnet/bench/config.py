@@ -74,6 +74,9 @@ class BenchConfig:
     main_job_apps_seeds: tuple[int, ...] = ()
     main_job_export: bool = True  # seed 0's progressive run ends with its export
     main_job_tolerance: float = 0.5  # target: fixed's median final top-1 less this
+    # 9. the trainer's step at each size of the main job's plan (main_job_flags)
+    stage_cost_steps: int = 5  # steps per timed round
+    stage_cost_double_batch: bool = True  # also at twice main_job_batch
     # 4. serving: SavedModel serving_default on JPEG bytes vs the Keras model
     serving_model: str = "efficientnetv2-b0"
     serving_width: float = 0.5
@@ -164,6 +167,7 @@ class BenchConfig:
                     "progressive_stages", "progressive_image_size",
                     "progressive_min_image_size", "progressive_batch", "progressive_repeats",
                     "main_job_epochs", "main_job_image_size", "main_job_batch",
+                    "stage_cost_steps",
                     "serving_image_size", "serving_calls", "tflite_image_size",
                     "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
                     "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps",

@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from keras_effnet.bench.sections import (build, gpu, main_job, mfu, pipeline, plots,
-                                         progressive, reliability, search, serving, tflite,
-                                         train, transfer)
+                                         progressive, reliability, search, serving,
+                                         stage_cost, tflite, train, transfer)
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.errors import ConfigError
 
@@ -44,7 +44,8 @@ def _validated(records: tuple[Section, ...]) -> tuple[Section, ...]:
 # In run order.
 REGISTRY: tuple[Section, ...] = _validated((
     plots.SECTION, build.SECTION, train.SECTION, pipeline.SECTION, mfu.SECTION,
-    serving.SECTION, progressive.SECTION, main_job.SECTION, transfer.SECTION, search.SECTION,
+    serving.SECTION, progressive.SECTION, main_job.SECTION, stage_cost.SECTION,
+    transfer.SECTION, search.SECTION,
     tflite.SECTION,
     reliability.SECTION,
     gpu.SECTION))
