@@ -136,12 +136,16 @@ def test_search_settings_are_checked():
                            ("search_reward=flops", "search_reward"),
                            ("search_width=0", "search_width"),
                            ("search_trials=0", "search_trials"),
-                           ("search_image_size=-1", "search_image_size")):
+                           ("search_image_size=-1", "search_image_size"),
+                           ("search_studies=nas,nas", "search_studies"),
+                           ("search_studies=grid", "search_studies"),
+                           ("search_dataset= ", "search_dataset")):
         with pytest.raises(ConfigError) as info:
             config_lib.apply_overrides(cfg, [setting])
         assert info.value.field == field
     full = config_lib.full_config()
     assert (full.search_trials, full.search_epochs, full.search_seeds) == (20, 10, (1, 2, 3))
+    assert (full.search_dataset, full.search_studies) == ("digits", ("nas", "scaling"))
 
 
 @pytest.mark.slow
@@ -166,3 +170,28 @@ def test_search_section_end_to_end(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert result["figures"] == ["search_nas.png", "search_scaling.png"]
     json.dumps(json_ready(result))  # results.json can hold it
+
+
+@pytest.mark.slow
+def test_search_section_runs_one_study_alone_on_another_dataset(tmp_path, monkeypatch):
+    """``search_studies=scaling``: no NAS study, table or goal; the proxy is
+    ``search_dataset``."""
+    from keras_effnet import search
+    from keras_effnet.bench.sections.base import Context
+
+    seen = []
+    real_run = search.run
+    monkeypatch.setattr(search, "run", lambda config, **kw: (seen.append(
+        (config.search, config.dataset)), real_run(config, **kw))[1])
+    cfg = dataclasses.replace(config_lib.quick_config(), search_seeds=(1,),
+                              search_studies=("scaling",), search_dataset="mnist5k",
+                              search_trials=1)
+    result = section.run(cfg, tmp_path, Context())
+    assert seen == [("scaling", "mnist5k")]
+    scaling, overhead = result["tables"]
+    assert scaling["caption"].startswith("(b) Scaling")
+    assert [r["study"] for r in overhead["rows"]] == ["scaling"]
+    assert result["nas_runs"] == [] and list(result["studies"]) == ["scaling"]
+    assert len(result["goals"]) == 3 + 1
+    assert result["figures"] == ["search_scaling.png"]
+    assert result["notes"][0].startswith("keras_effnet.search on mnist5k")

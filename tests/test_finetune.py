@@ -168,7 +168,7 @@ def test_unfreezing_at_an_epoch_and_resuming_on_either_side_of_it(pretrained, tm
     trainer = Trainer(_unfreeze_config(tmp_path / "a", source_dir), source=ArraySource(),
                       **QUIET)
     a = trainer.run()
-    assert sorted({mode for _, mode in trainer._train_fns}) == ["backbone", "bn"]
+    assert sorted(trainer._train_fns) == ["backbone", "bn"]  # one trace per freeze mode
     loaded = _layer_values(source_model, "kernels")
     assert len(_changed(loaded, _layer_values(a.model, "kernels"))) == len(loaded)
     assert _changed(_layer_values(source_model, "stats"), _layer_values(a.model, "stats")) == []

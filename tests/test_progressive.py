@@ -150,8 +150,16 @@ def test_single_stage_is_plain_training_at_the_end_values():
     (stage,) = progressive_plan("efficientnetv2-s", 5, stages=1)
     assert (stage.start_epoch, stage.end_epoch, stage.image_size) == (0, 5, 300)
     assert stage.randaug_magnitude == 5.0  # linspace(5, 10, 1) == [5], as numpy
+    # paper mode: Algorithm 1 has no ramp with one stage; everything at its last value
     (paper,) = progressive_plan("efficientnetv2-s", 5, stages=1, mode="paper")
-    assert paper.image_size == 128 and paper.dropout == pytest.approx(0.1)
+    assert (paper.image_size, paper.randaug_magnitude) == (300, 15.0)
+    assert paper.dropout == pytest.approx(0.3)
+    (paper,) = progressive_plan("efficientnetv2-l", 5, stages=1, mode="paper")
+    assert (paper.image_size, paper.randaug_magnitude) == (380, 25.0)
+    assert (paper.mixup_alpha, paper.dropout) == (pytest.approx(0.4), pytest.approx(0.5))
+    (paper,) = progressive_plan("efficientnetv2-b0", 5, stages=1, mode="paper",
+                                min_image_size=80)
+    assert (paper.image_size, paper.randaug_magnitude, paper.dropout) == (192, None, 0.2)
 
 
 @pytest.mark.parametrize("epochs,stages", [(4, 4), (7, 3), (350, 4), (100, 7), (5, 2)])
@@ -211,3 +219,18 @@ def test_module_is_pure_python():
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert P.MODES == ("automl", "paper")
+
+
+def test_drop_path_follows_the_dropout_ramp():
+    from keras_effnet.train.progressive import drop_path_scale
+
+    # automl keeps the variant's dropout, so stochastic depth stays as built
+    plan = progressive_plan("efficientnetv2-s", 350, 4)
+    assert [drop_path_scale(plan, s) for s in plan] == [1.0] * 4
+    # paper mode, Table 6 for S: dropout 0.1 -> 0.3, so drop path from a third of its rates
+    plan = progressive_plan("efficientnetv2-s", 350, 4, mode="paper")
+    assert [round(drop_path_scale(plan, s), 6) for s in plan] == [
+        round(1 / 3, 6), round(5 / 9, 6), round(7 / 9, 6), 1.0]  # 0.1, 0.167, 0.233, 0.3
+    # no dropout at the end: nothing to follow
+    plan = progressive_plan({"train_size": 128, "dropout": 0.0}, 4, mode="paper")
+    assert [drop_path_scale(plan, s) for s in plan] == [1.0] * 4

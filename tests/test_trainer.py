@@ -21,7 +21,18 @@ def paper_run(tmp_path_factory):
                          checkpoint_every_steps=3)
     logs = []
     trainer = Trainer(config, source=source, log=logs.append)
-    result = trainer.run()
+    from keras_effnet.train.dropout_rates import DropoutRates
+    assign = DropoutRates.assign
+    trainer.assigned = []
+
+    def spy(self, dropout, drop_path_scale=1.0):
+        trainer.assigned.append((dropout, drop_path_scale))
+        return assign(self, dropout, drop_path_scale)
+    DropoutRates.assign = spy
+    try:
+        result = trainer.run()
+    finally:
+        DropoutRates.assign = assign
     return trainer, result, source, logs, model_dir
 
 
@@ -35,11 +46,14 @@ def test_stages_get_their_own_dataset_and_dropout(paper_run):
         (0, 8), (1, 8), (2, 16), (3, 16)]
     assert all(c["batch_size"] == 8 and c["seed"] == 0 for c in source.calls)
     assert [c["augment"] for c in source.calls] == [plan[0].augment] * 2 + [plan[1].augment] * 2
-    # The step function was traced with each stage's rate: dropout really changed.
-    rates = sorted({round(rate, 6) for rate, _ in trainer.traces})
-    assert rates == [0.1, 0.5]
-    assert [round(r, 6) for r, shape in trainer.traces if shape[1] == 16] == [0.5] * len(
-        [1 for _, shape in trainer.traces if shape[1] == 16])
+    # Each stage set its rates (dropout, and stochastic depth in proportion), and the step
+    # read them without a new trace: one trace for both stages.
+    assert trainer.assigned == [(pytest.approx(0.1), pytest.approx(0.2)),
+                                (pytest.approx(0.5), pytest.approx(1.0))]
+    assert {round(rate, 6) for rate, _ in trainer.traces} == {0.1}
+    assert len(trainer.traces) == 1
+    values = trainer.state.dropout_rates.values()
+    assert values["top_dropout"] == pytest.approx(0.5)
     assert trainer.model.get_layer("top_dropout").rate == pytest.approx(0.5)
     assert [h["image_size"] for h in result.history] == [8, 8, 16, 16]
     assert [h["stage"] for h in result.history] == [0, 0, 1, 1]
@@ -245,8 +259,19 @@ def test_digits_defaults_resolve_to_a_small_v2(tmp_path):
     trainer = Trainer(TrainConfig(model_dir=str(tmp_path)),
                       source=Digits(num_train=128, num_val=8, classes=10))
     assert trainer.variant.name == "efficientnetv2-b0-w0.5-d0.5"
-    # 128 px last, 64 px first (EfficientNets reduce 32x: a 2x2 final feature map)
+    # 128 px last, 80 px first; the paper's schedule: dropout 0.1 -> the recipe's 0.2, and
+    # stochastic depth with it (half the variant's rates at 80 px)
     assert [s.image_size for s in trainer.plan] == [80, 96, 112, 128]
+    assert trainer.config.resolved_progressive_mode() == "paper"
+    assert [round(s.dropout, 4) for s in trainer.plan] == [0.1, 0.1333, 0.1667, 0.2]
+    from keras_effnet.train.progressive import drop_path_scale
+    assert [round(drop_path_scale(trainer.plan, s), 4) for s in trainer.plan] == [
+        0.5, 0.6667, 0.8333, 1.0]
+    fixed = Trainer(TrainConfig(model_dir=str(tmp_path), stages=1),
+                    source=Digits(num_train=128, num_val=8, classes=10))
+    assert [(s.image_size, s.dropout) for s in fixed.plan] == [(128, 0.2)]  # the end values
+    assert TrainConfig(dataset="folder", data_dir="x").resolved_progressive_mode() == "automl"
+    assert TrainConfig(progressive_mode="automl").resolved_progressive_mode() == "automl"
     assert trainer.eval_image_size == 128
     assert trainer.schedule_kwargs["base_lr"] == pytest.approx(0.004)
     assert trainer.config.epochs == 12

@@ -122,6 +122,8 @@ class BenchConfig:
     search_reward: str = "v2"  # the NAS reward: v2 or mnas
     search_seeds: tuple[int, ...] = (1, 2, 3)
     search_timing_rounds: int = 5  # interleaved step-time rounds per NAS candidate
+    search_dataset: str = "digits"  # the proxy: any --dataset the search takes
+    search_studies: tuple[str, ...] = ("nas", "scaling")  # which studies (and goals) run
     # transfer: pretrain on digits 0-4, then digits 5-9 from transfer_per_class labelled
     # images per class, fine-tuned vs from scratch at equal steps, one pair per seed
     transfer_model: str = "efficientnetv2-b0"
@@ -218,6 +220,11 @@ class BenchConfig:
             fail("transfer_seeds", "must name at least one seed, each once")
         if self.search_reward not in REWARDS:
             fail("search_reward", f"must be one of {', '.join(REWARDS)}")
+        if not self.search_studies or len(set(self.search_studies)) != len(
+                self.search_studies) or not set(self.search_studies) <= {"nas", "scaling"}:
+            fail("search_studies", "must name nas, scaling or both, each once")
+        if not self.search_dataset.strip():
+            fail("search_dataset", "must name a dataset (digits, mnist5k, ...)")
         seeds = self.search_seeds
         if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
             fail("search_seeds", "must name at least one seed, each >= 0 and once")

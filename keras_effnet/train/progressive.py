@@ -24,6 +24,16 @@ Two schedules (docs/reference.md §4):
   ``min(0.1, dropout)`` to the recipe's own values. (XL is not in Table 6; it is given
   its own recipe's values, not L's.)
 
+Stochastic depth follows the head dropout in both modes (:func:`drop_path_scale`): a
+stage's drop-path rates are the variant's times the stage's dropout over the last stage's.
+In automl mode that is 1 throughout (the official code's constant rates); in paper mode
+they ramp with dropout (S: a third of the rates at 128 px; the main job: half at 80 px).
+This is ours, not the paper's: Table 6 ramps dropout, RandAugment and mixup, and says
+nothing of stochastic depth, but it is the same kind of regularisation, and on the main
+job's first stages it learns faster with both ramped than with dropout alone (README,
+"The main job, measured"). The trainer changes these rates without tracing its step again
+(:mod:`keras_effnet.train.dropout_rates`).
+
 ``min_image_size`` replaces the first size in both modes (``ibase`` in automl mode, the
 first stage's size in paper mode).
 
@@ -41,7 +51,8 @@ from typing import Any, Mapping
 
 from keras_effnet.data.augment import Augment  # pure Python, like this module
 
-__all__ = ["Recipe", "Stage", "progressive_plan", "resolve_recipe", "MODES"]
+__all__ = ["Recipe", "Stage", "progressive_plan", "resolve_recipe", "drop_path_scale",
+           "MODES"]
 
 MODES = ("automl", "paper")
 _AUTOML_IBASE = 128
@@ -263,8 +274,16 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
     mixup = _linspace(0.0, mix_end, stages)
     cutmix = _linspace(0.0, cut_end, stages)
     if mode == "paper":
-        sizes = [int(round(s)) for s in _linspace(size_start, size_end, stages)]
-        dropout = _linspace(drop_start, drop_end, stages)
+        # One stage is plain training: Algorithm 1's i / (M - 1) has no first value to
+        # start from, so every quantity takes its last (the fixed-size baseline).
+        first = (lambda start, end: end) if stages == 1 else (lambda start, end: start)
+        if stages == 1 and ra_end is not None:
+            randaug = [float(ra_end)]
+        mixup, cutmix = (([float(mix_end)], [float(cut_end)]) if stages == 1
+                         else (mixup, cutmix))
+        sizes = [int(round(s)) for s in _linspace(first(size_start, size_end), size_end,
+                                                     stages)]
+        dropout = _linspace(first(drop_start, drop_end), drop_end, stages)
     else:
         sizes = [int(size_start + (size_end - size_start) * (i + 1) / stages)
                  for i in range(stages)]
@@ -280,3 +299,11 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
         plan.append(Stage(index=i, start_epoch=start, end_epoch=end, image_size=sizes[i],
                           augment=augment, dropout=dropout[i]))
     return plan
+
+
+def drop_path_scale(plan: list[Stage], stage: Stage) -> float:
+    """The factor on the variant's drop-path rates during ``stage``: its dropout over the
+    plan's last stage's (1.0 when the last stage has no dropout). Constant 1.0 in automl
+    mode; in paper mode stochastic depth ramps with dropout (see the module docstring)."""
+    last = plan[-1].dropout
+    return stage.dropout / last if last > 0 else 1.0

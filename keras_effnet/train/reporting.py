@@ -40,7 +40,7 @@ def run_header(trainer: Any, resumed: str | None, stage: Stage | None) -> list[s
         f"{source.num_classes} classes)",
         f"{strategy_lib.describe_strategy(trainer.strategy)}, {trainer.precision}, global "
         f"batch {trainer.global_batch}, {trainer.steps_per_epoch} steps/epoch, "
-        f"{config.epochs} epochs in {len(trainer.plan)} {config.progressive_mode} stage(s); "
+        f"{config.epochs} epochs in {len(trainer.plan)} {config.resolved_progressive_mode()} stage(s); "
         f"RMSProp peak LR {s['base_lr']:.4g} ({s['kind']}, warm-up "
         f"{s['warmup_epochs']:.3g} epochs), EMA "
         f"{config.ema_decay if trainer.ema else 'off'}; model_dir {trainer.model_dir}"]

@@ -18,6 +18,7 @@ import dataclasses
 from typing import Any, Callable, Iterator
 
 from keras_effnet.builder import CLASSIFIER_LAYER, DROPOUT_LAYER
+from keras_effnet.train.dropout_rates import DropoutRates
 from keras_effnet.train.fused_bn import fused_batchnorm
 from keras_effnet.train.fused_rmsprop import rmsprop
 
@@ -39,7 +40,9 @@ class TrainState:
     ``decayed`` are the kernels under weight decay (not BatchNorm's gamma/beta nor
     biases: every 1-D variable is left out); ``moving_stats`` the BatchNorm moving
     statistics averaged across replicas; ``rng_states`` Keras' dropout / drop-path RNG
-    states, which Keras leaves out of tf.train checkpoints.
+    states, which Keras leaves out of tf.train checkpoints; ``dropout_rates`` the rates
+    the train step reads (:class:`~keras_effnet.train.dropout_rates.DropoutRates`; set per
+    stage, not checkpointed: a resumed run sets its stage's again).
     """
 
     model: Any
@@ -52,6 +55,7 @@ class TrainState:
     decayed: list
     moving_stats: list
     rng_states: list
+    dropout_rates: Any = None
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """The trackables a resumed run needs, for ``tf.train.Checkpoint``."""
@@ -97,6 +101,7 @@ def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: 
             from keras_effnet.train.lr_schedule import PhasedSchedule
             schedule = PhasedSchedule(schedule, *lr_phase)
         optimizer = rmsprop(learning_rate=schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
+        rates = DropoutRates(model, DROPOUT_LAYER)
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -113,7 +118,8 @@ def build_state(variant: Any, *, classes: int, dropout: float, schedule_kwargs: 
         moving_stats=[v for v in model.non_trainable_variables
                       if v.path.endswith(("moving_mean", "moving_variance"))],
         rng_states=[v.value for v in model.variables
-                    if v.path.endswith("seed_generator_state")])
+                    if v.path.endswith("seed_generator_state")],
+        dropout_rates=rates)
 
 
 def dropout_rate(model: Any) -> float:
@@ -130,7 +136,9 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
     The L2 term ``weight_decay * sum(||w||^2 / 2)`` is divided by the number of replicas
     because replica gradients are summed. Without ``sync_batchnorm`` the replicas'
     moving statistics are averaged after the step, so every replica and worker holds
-    identical weights. Each trace appends (dropout rate, image shape) to ``traces``.
+    identical weights. Each trace appends (dropout rate, image shape) to ``traces``. The
+    Dropout layers read ``state.dropout_rates`` when it is set, so a stage's new rates
+    need no new trace.
 
     The variables trained (and decayed) are those trainable when the step is traced: a
     fine-tuning run traces a step per freeze mode.
@@ -144,12 +152,14 @@ def make_train_step(state: TrainState, strategy: Any, *, global_batch: int,
 
     variables = model.trainable_variables
     trained = {id(v) for v in variables}
+    rates_read = (state.dropout_rates.traced if state.dropout_rates is not None
+                  else contextlib.nullcontext)
     decayed = [v for v in state.decayed if id(v) in trained]
 
     def replica_step(images, labels):
         if traces is not None:
             traces.append((dropout_rate(model), tuple(images.shape)))
-        with tf.GradientTape() as tape, fused_batchnorm(model):
+        with tf.GradientTape() as tape, fused_batchnorm(model), rates_read():
             probs = model(images, training=True)
             per_example = keras.losses.categorical_crossentropy(
                 labels, probs, label_smoothing=label_smoothing)

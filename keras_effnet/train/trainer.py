@@ -85,7 +85,7 @@ class Trainer:
             self.log(warning)
         self.variant, self.recipe = config.resolved_model()
         self.plan = progressive_lib.progressive_plan(
-            self.recipe, config.epochs, config.stages, config.progressive_mode,
+            self.recipe, config.epochs, config.stages, config.resolved_progressive_mode(),
             config.resolved_min_image_size(self.recipe))
         self.eval_image_size = config.eval_image_size or self.plan[-1].image_size
         self.global_batch = config.batch_size
@@ -102,7 +102,7 @@ class Trainer:
         # Every trace of the step function appends (dropout rate, image shape): tests
         # and logs can see which rate each traced step really uses.
         self.traces: list[tuple[float, tuple]] = []
-        self._train_fns: dict[float, Any] = {}
+        self._train_fns: dict[str, Any] = {}  # freeze mode -> its traced step
         self._eval_fn = None
         self._recalibrate_fn = None
         self._holds_ema = False  # the model's weights are the EMA's (after copy_to_model)
@@ -161,8 +161,9 @@ class Trainer:
                                          max_to_keep=config.keep_checkpoints)
 
     def _train_fn(self):
-        """The step function for the current dropout rate and freeze mode (one trace each)."""
-        key = steps_lib.dropout_rate(self.model), self._freeze_mode
+        """The step function for the current freeze mode (one trace each; the stages'
+        dropout and drop-path rates are read at run time)."""
+        key = self._freeze_mode
         if key not in self._train_fns:
             config = self.config
             self._train_fns[key] = steps_lib.make_train_step(
@@ -284,6 +285,8 @@ class Trainer:
                     self.log(reporting.stage_banner(stage, len(self.plan),
                                                     self.steps_per_epoch))
                     set_dropout(self.model, stage.dropout)
+                    self.state.dropout_rates.assign(
+                        stage.dropout, progressive_lib.drop_path_scale(self.plan, stage))
                 self._freeze_mode = finetune.set_phase(self.model, self._freeze_mode, config,
                                                        epoch, self.log)
                 skip = start_batch if epoch == start_epoch else 0

@@ -1,4 +1,5 @@
-"""8. Search: issue 14's goals, measured side by side in one run on the digits proxy.
+"""8. Search: issue 14's goals, measured side by side in one run on a proxy task
+(``search_dataset``: the digits by default; ``search_studies`` runs one study alone).
 
 * (a) NAS: a study (``keras_effnet.search``, seed ``seed``), then its winner and the base
   architecture retrained with each of ``search_seeds`` (fresh seeds: the study chose its
@@ -168,7 +169,7 @@ def _search_config(cfg: BenchConfig, search: str, study_dir: Path, **extra: Any)
     model = cfg.search_nas_model if search == "nas" else cfg.search_scaling_model
     return SearchConfig(
         search=search, model=model, width=cfg.search_width, depth=cfg.search_depth,
-        image_size=cfg.search_image_size or None, dataset="digits",
+        image_size=cfg.search_image_size or None, dataset=cfg.search_dataset,
         trials=cfg.search_trials, epochs=cfg.search_epochs, batch_size=cfg.search_batch,
         max_train_steps=cfg.search_max_train_steps or None, seed=cfg.seed,
         study_dir=str(study_dir), reward=cfg.search_reward,
@@ -267,14 +268,14 @@ def _retrain_scaling(ctx: Any, arms: list[tuple[dict[str, Any], Any]],
 
 
 def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
-    """Both studies, the retrainings, the overhead, the goals."""
+    """The studies of ``search_studies``, their retrainings, the overhead, the goals."""
     from keras_effnet import search
     from keras_effnet.search.runner import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         studies, figures = {}, []
-        for kind in ("nas", "scaling"):
+        for kind in cfg.search_studies:
             config = _search_config(cfg, kind, work / kind)
             studies[kind] = (search.run(config, log=_say), prepare(config))
             figure = studies[kind][0].files.get("figure")
@@ -282,26 +283,30 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                 name = f"search_{kind}.png"
                 shutil.copyfile(figure, out / name)
                 figures.append(name)
-        nas_result, nas_ctx = studies["nas"]
-        nas_runs = (_retrain_nas(nas_ctx, nas_result, cfg.search_seeds, work / "retrain")
-                    if nas_result.best else [])
-        scaling_result, scaling_ctx = studies["scaling"]
-        arms = _scaling_arms(scaling_ctx, scaling_result.best) if scaling_result.best else []
-        scaling_runs = _retrain_scaling(scaling_ctx, arms, cfg.search_seeds,
-                                        work / "retrain")
-    nas = summarise_nas(nas_runs, reward=cfg.search_reward,
-                        base_params=nas_ctx.base_params,
-                        target_macs=nas_ctx.config.target_macs or nas_ctx.base_macs)
-    scaling = summarise_scaling(scaling_runs, [arm for arm, _ in arms])
+        nas_runs, scaling_runs, arms = [], [], []
+        if "nas" in studies:
+            nas_result, nas_ctx = studies["nas"]
+            nas_runs = (_retrain_nas(nas_ctx, nas_result, cfg.search_seeds,
+                                     work / "retrain") if nas_result.best else [])
+        if "scaling" in studies:
+            scaling_result, scaling_ctx = studies["scaling"]
+            arms = (_scaling_arms(scaling_ctx, scaling_result.best)
+                    if scaling_result.best else [])
+            scaling_runs = _retrain_scaling(scaling_ctx, arms, cfg.search_seeds,
+                                            work / "retrain")
     overhead = [trial_overhead(kind, [result.row(n) for n in result.ranking])
                 for kind, (result, _) in studies.items()]
-    goals = nas["goals"] + scaling["goals"] + [goal for _, goal in overhead]
-    for row in nas["rows"]:
-        row["changes"] = ("(the base)" if row["arm"] == "base" else
-                          nas_result.best.get("changes") or "(the base itself)")
     seeds = ", ".join(map(str, cfg.search_seeds))
-    return {
-        "tables": [
+    tables, goals = [], []
+    if "nas" in studies:
+        nas = summarise_nas(nas_runs, reward=cfg.search_reward,
+                            base_params=nas_ctx.base_params,
+                            target_macs=nas_ctx.config.target_macs or nas_ctx.base_macs)
+        goals += nas["goals"]
+        for row in nas["rows"]:
+            row["changes"] = ("(the base)" if row["arm"] == "base" else
+                              nas_result.best.get("changes") or "(the base itself)")
+        tables.append(
             {"caption": f"(a) NAS around {nas_ctx.base.name} at {nas_ctx.image_size}px: "
                         f"the study's winner and the base, retrained with seeds {seeds}",
              "columns": [("arm", "arm"), ("runs", "seeds"),
@@ -309,7 +314,11 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                          ("step_time_ratio", "train-step time / base's (median)"),
                          ("params_count", "params"), ("reward", f"reward ({cfg.search_reward})"),
                          ("changes", "changes from the base")],
-             "rows": nas["rows"]},
+             "rows": nas["rows"]})
+    if "scaling" in studies:
+        scaling = summarise_scaling(scaling_runs, [arm for arm, _ in arms])
+        goals += scaling["goals"]
+        tables.append(
             {"caption": f"(b) Scaling {scaling_ctx.base.name} at {scaling_ctx.image_size}px "
                         f"to the search winner's MACs, retrained with seeds {seeds}",
              "columns": [("arm", "scaling"), ("alpha", "alpha (depth)"),
@@ -317,21 +326,26 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                          ("image_size", "image"), ("macs_ratio", "MACs / base's"),
                          ("vs_winner_macs", "MACs / winner's"), ("runs", "seeds"),
                          ("median_top1", "median held-out top-1"), ("min_top1", "min top-1")],
-             "rows": scaling["rows"]},
-            {"caption": "(c) Per-trial overhead of the studies (everything but the "
-                        "candidate's training)",
-             "columns": [("study", "study"), ("trials", "trials trained"),
-                         ("train_s", "training (s)"), ("overhead_s", "everything else (s)"),
-                         ("median_fraction", "median trial's share"),
-                         ("worst_fraction", "worst trial's share"),
-                         ("total_fraction", "share of all trials' time")],
-             "rows": [row for row, _ in overhead]}],
+             "rows": scaling["rows"]})
+    goals += [goal for _, goal in overhead]
+    tables.append(
+        {"caption": "(c) Per-trial overhead of the studies (everything but the "
+                    "candidate's training)",
+         "columns": [("study", "study"), ("trials", "trials trained"),
+                     ("train_s", "training (s)"), ("overhead_s", "everything else (s)"),
+                     ("median_fraction", "median trial's share"),
+                     ("worst_fraction", "worst trial's share"),
+                     ("total_fraction", "share of all trials' time")],
+         "rows": [row for row, _ in overhead]})
+    return {
+        "tables": tables,
         "goals": goals, "nas_runs": nas_runs, "scaling_runs": scaling_runs,
         "studies": {kind: {"best": result.best, "summary": result.summary,
                            "ranking": result.ranking}
                     for kind, (result, _) in studies.items()},
         "figures": figures,
-        "notes": [f"keras_effnet.search on digits (the proxy): {cfg.search_trials} distinct "
+        "notes": [f"keras_effnet.search on {cfg.search_dataset} (the proxy): "
+                  f"{cfg.search_trials} distinct "
                   f"candidates per study (fewer when the grid has fewer), "
                   f"{cfg.search_epochs} epoch(s) each, batch {cfg.search_batch}, bases shrunk "
                   f"to width {cfg.search_width:g}, depth {cfg.search_depth:g}, study seed "
@@ -356,4 +370,4 @@ def _fmt(value: Any) -> str:
 
 
 SECTION = Section("search", "8. Search: NAS winner vs base, compound vs single-dimension "
-                  "scaling, per-trial overhead (digits)", cpu_only=True, run=run, display=10)
+                  "scaling, per-trial overhead", cpu_only=True, run=run, display=10)

@@ -57,7 +57,7 @@ def plan_sizes(config: Any) -> tuple[Any, list[int]]:
 
     variant, recipe = config.resolved_model()
     plan = progressive_lib.progressive_plan(recipe, config.epochs, config.stages,
-                                            config.progressive_mode,
+                                            config.resolved_progressive_mode(),
                                             config.resolved_min_image_size(recipe))
     return variant, sorted({stage.image_size for stage in plan})
 
