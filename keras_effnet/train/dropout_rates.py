@@ -27,6 +27,8 @@ import contextlib
 import types
 from typing import Any, Iterator
 
+from keras_effnet.train.fused_bn import layers_of
+
 __all__ = ["DropoutRates", "dropout_layers", "DROP_PATH_SUFFIX"]
 
 DROP_PATH_SUFFIX = "drop_path"  # keras_effnet.blocks names each block's "<block>drop_path"
@@ -37,13 +39,7 @@ def dropout_layers(model: Any) -> list:
     """Every ``keras.layers.Dropout`` in ``model``, nested models included."""
     import keras
 
-    found, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        if isinstance(layer, keras.layers.Dropout):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    return found
+    return layers_of(model, keras.layers.Dropout)
 
 
 def _seed(layer: Any) -> Any:

@@ -24,22 +24,27 @@ import contextlib
 import types
 from typing import Any, Iterator
 
-__all__ = ["fused_batchnorm", "batchnorm_layers"]
+__all__ = ["fused_batchnorm", "batchnorm_layers", "layers_of"]
 
 _SWAPPED = "_keras_effnet_fused_call"
+
+
+def layers_of(model: Any, kind: type) -> list:
+    """Every layer of class ``kind`` in ``model``, nested models included, in order."""
+    found, stack = [], list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        if isinstance(layer, kind):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    return found
 
 
 def batchnorm_layers(model: Any) -> list:
     """Every ``keras.layers.BatchNormalization`` in ``model``, nested models included."""
     import keras
 
-    found, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    return found
+    return layers_of(model, keras.layers.BatchNormalization)
 
 
 def _fusable(layer: Any, inputs: Any, training: Any, mask: Any) -> bool:
