@@ -82,7 +82,8 @@ def test_main_job_section_end_to_end(tmp_path):
                     "logistic regression"]
     progressive = next(r for r in result["runs"] if r["arm"] == "progressive")
     assert progressive["exported"] and progressive["wall_s"] > 0
-    assert progressive["sizes"] == [24, 32]  # 2 automl stages from 16 px to 32 px
+    # 2 stages on the digits' default (paper) schedule: 16 px, then 32 px
+    assert progressive["sizes"] == [16, 32]
     # The exported run is the main job as is: on the embedded sets it evaluates every 2
     # epochs. The others evaluate every epoch, for the curve.
     assert len(progressive["accuracy"]) == 1

@@ -399,26 +399,27 @@ def test_stage_cost_resolves_the_main_jobs_plan_as_the_trainer_does():
 
 @pytest.mark.slow
 def test_tiny_stage_cost_section_times_every_plan_size_at_two_batches(tmp_path):
-    # The quick preset's main job: a small custom network on digits, 24 then 32 px.
+    # The quick preset's main job: a small custom network on digits, 16 then 32 px (the
+    # digits' paper schedule from --min_image_size=16).
     result = _run("--only=stage_cost", "--quick", f"--out_dir={tmp_path}", "--repeats=2",
                   "--set=warmup=0", "--set=stage_cost_steps=1", "--set=main_job_batch=2",
                   timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     section = json.loads((tmp_path / "results.json").read_text())["sections"]["stage_cost"]
     assert "error" not in section, section
-    assert section["sizes"] == [24, 32] and section["batches"] == [2, 4]
+    assert section["sizes"] == [16, 32] and section["batches"] == [2, 4]
     rows = {(r["image_size"], r["batch"]): r for r in section["rows"]}
-    assert set(rows) == {(24, 2), (32, 2), (24, 4), (32, 4)}
+    assert set(rows) == {(16, 2), (32, 2), (16, 4), (32, 4)}
     for (size, batch), row in rows.items():
         assert len(row["times_s"]) == 2 and min(row["times_s"]) > 0
         assert row["ms_per_image"] == pytest.approx(row["ms_per_step"] / batch)
         assert row["pixels_ratio"] == pytest.approx((size / 32) ** 2)
         assert 0 < row["macs_ratio"] <= 1
     assert rows[(32, 2)]["time_ratio"] == pytest.approx(1.0)
-    assert rows[(24, 2)]["time_ratio"] == pytest.approx(
-        rows[(24, 2)]["ms_per_image"] / rows[(32, 2)]["ms_per_image"])
-    assert rows[(24, 4)]["per_image_vs_batch"] == pytest.approx(
-        rows[(24, 4)]["ms_per_image"] / rows[(24, 2)]["ms_per_image"])
+    assert rows[(16, 2)]["time_ratio"] == pytest.approx(
+        rows[(16, 2)]["ms_per_image"] / rows[(32, 2)]["ms_per_image"])
+    assert rows[(16, 4)]["per_image_vs_batch"] == pytest.approx(
+        rows[(16, 4)]["ms_per_image"] / rows[(16, 2)]["ms_per_image"])
     assert "## 9. What a progressive stage costs" in (tmp_path / "results.md").read_text()
 
 
