@@ -23,11 +23,9 @@ follow, so a model saved after the run says what it trained with last.
 
 from __future__ import annotations
 
-import contextlib
-import types
-from typing import Any, Iterator
+from typing import Any
 
-from keras_effnet.train.fused_bn import layers_of
+from keras_effnet.train.fused_bn import layers_of, swapped_calls
 
 __all__ = ["DropoutRates", "dropout_layers", "DROP_PATH_SUFFIX"]
 
@@ -106,20 +104,8 @@ class DropoutRates:
             self.variables[layer.name].assign(rate)
             layer.rate = rate
 
-    @contextlib.contextmanager
-    def traced(self) -> Iterator[None]:
+    def traced(self) -> Any:
         """Within the block, the layers' training pass reads their variables (see the
         module docstring); on exit they are as before."""
-        swapped = [layer for layer in self.layers if _SWAPPED not in vars(layer)]
-        try:
-            for layer in swapped:
-                call = _rate_call(self.variables[layer.name])
-                # object.__setattr__: past Keras' attribute tracking, an instance-level call
-                object.__setattr__(layer, "call", types.MethodType(call, layer))
-                object.__setattr__(layer, _SWAPPED, True)
-            yield
-        finally:
-            for layer in swapped:
-                for name in ("call", _SWAPPED):
-                    if name in vars(layer):
-                        object.__delattr__(layer, name)
+        return swapped_calls(self.layers,
+                             lambda layer: _rate_call(self.variables[layer.name]), _SWAPPED)

@@ -24,7 +24,7 @@ import contextlib
 import types
 from typing import Any, Iterator
 
-__all__ = ["fused_batchnorm", "batchnorm_layers", "layers_of"]
+__all__ = ["fused_batchnorm", "batchnorm_layers", "layers_of", "swapped_calls"]
 
 _SWAPPED = "_keras_effnet_fused_call"
 
@@ -81,21 +81,28 @@ def _fused_call(self: Any, inputs: Any, training: Any = None, mask: Any = None) 
 
 
 @contextlib.contextmanager
-def fused_batchnorm(model: Any) -> Iterator[None]:
+def swapped_calls(layers: list, call_for: Any, marker: str) -> Iterator[None]:
+    """Within the block, each of ``layers`` not already marked with ``marker`` runs
+    ``call_for(layer)`` (a function of ``(self, inputs, ...)``) as its ``call``; on exit
+    they are Keras' own again. Meant around the code a ``tf.function`` traces."""
+    swapped = [layer for layer in layers if marker not in vars(layer)]
+    try:
+        for layer in swapped:
+            # object.__setattr__: past Keras' attribute tracking, an instance-level call
+            object.__setattr__(layer, "call", types.MethodType(call_for(layer), layer))
+            object.__setattr__(layer, marker, True)
+        yield
+    finally:
+        for layer in swapped:
+            for name in ("call", marker):
+                if name in vars(layer):
+                    object.__delattr__(layer, name)
+
+
+def fused_batchnorm(model: Any) -> Any:
     """Within the block, ``model``'s BatchNormalization layers run their training pass as
     ``FusedBatchNormV3`` (see the module docstring); on exit they are as before.
 
     Meant around the model call a ``tf.function`` traces: the trace keeps the fused ops.
     """
-    layers = [layer for layer in batchnorm_layers(model) if _SWAPPED not in vars(layer)]
-    try:
-        for layer in layers:
-            # object.__setattr__: past Keras' attribute tracking, an instance-level call
-            object.__setattr__(layer, "call", types.MethodType(_fused_call, layer))
-            object.__setattr__(layer, _SWAPPED, True)
-        yield
-    finally:
-        for layer in layers:
-            for name in ("call", _SWAPPED):
-                if name in vars(layer):
-                    object.__delattr__(layer, name)
+    return swapped_calls(batchnorm_layers(model), lambda layer: _fused_call, _SWAPPED)
