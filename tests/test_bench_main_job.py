@@ -72,24 +72,31 @@ def test_the_section_follows_the_main_jobs_dataset():
 
 @pytest.mark.slow
 def test_main_job_section_end_to_end(tmp_path):
-    """The quick preset's section: both main-job arms as real scripts/train.py processes
-    (seed 0's progressive one exporting), keras.applications + fit, scikit-learn."""
+    """The quick preset's section: both main-job arms as real scripts/train.py processes,
+    keras.applications + fit, scikit-learn, and the main job exactly (exporting)."""
     from keras_effnet.bench.sections.base import Context
     cfg = dataclasses.replace(config_lib.quick_config(), main_job_epochs=2)
     result = main_job.run(cfg, tmp_path, Context())
     arms = [r["arm"] for r in result["rows"]]
     assert arms == ["progressive", "fixed", "keras.applications", "SVC (RBF)",
                     "logistic regression"]
-    progressive = next(r for r in result["runs"] if r["arm"] == "progressive")
-    assert progressive["exported"] and progressive["wall_s"] > 0
+    assert [r["arm"] for r in result["runs"]] == [
+        "progressive", "fixed", "keras.applications", "main job"]
+    progressive, fixed, _, exact = result["runs"]
     # 2 stages on the digits' default (paper) schedule: 16 px, then 32 px
-    assert progressive["sizes"] == [16, 32]
-    # The exported run is the main job as is: on the embedded sets it evaluates every 2
-    # epochs. The others evaluate every epoch, for the curve.
-    assert len(progressive["accuracy"]) == 1
-    fixed = next(r for r in result["runs"] if r["arm"] == "fixed")
-    assert len(fixed["accuracy"]) == 2 and not fixed["exported"]
-    assert any(g["goal"].startswith("train + export") for g in result["goals"])
+    assert progressive["sizes"] == exact["sizes"] == [16, 32]
+    # The arms evaluate every epoch, for the curve; the main job run as is evaluates every
+    # 2 epochs on the embedded sets, then exports, and stays out of (a)'s row.
+    assert progressive["evaluated_epochs"] == fixed["evaluated_epochs"] == [1, 2]
+    assert not progressive["exported"] and not fixed["exported"]
+    assert exact["exported"] and exact["wall_s"] > 0 and exact["evaluated_epochs"] == [2]
+    assert result["rows"][0]["runs"] == 1
+    # the same seed trains the same way, evaluated less often
+    assert exact["final_top1"] == pytest.approx(progressive["final_top1"], abs=0.02)
+    goal = next(g for g in result["goals"] if g["goal"].startswith("train + export"))
+    assert goal["value"] == exact["wall_s"]
+    note = next(n for n in result["notes"] if n.startswith("the main job exactly"))
+    assert "evaluated every 2 epoch(s)" in note and "the same seed in (a)" in note
     assert (tmp_path / "main_job.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(result, default=str)  # results.json can hold it
 

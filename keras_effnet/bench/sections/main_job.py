@@ -5,8 +5,12 @@ embedded mnist5k unless ``main_job_flags`` name a ``--dataset``).
 Arms:
 
 * (a) the main job as the README runs it: ``scripts/train.py`` (progressive learning),
-  one process per seed; seed 0's run ends with its export unless ``main_job_export`` is
-  off, and that process' wall time is the "train + export" figure;
+  one process per seed, evaluated every epoch for a point per epoch on its curve;
+* the main job exactly (unless ``main_job_export`` is off): the first seed's (a) once
+  more, as the README runs it (its evaluations every 2 epochs on the embedded sets, then
+  its export). That process' wall time is the "train + export" figure. It is kept out of
+  (a)'s medians: its coarser curve would delay its time to target by up to an epoch,
+  measuring the evaluation schedule rather than the training.
 * (b) the same with ``--stages=1``: fixed size, same epochs;
 * (c) ``keras.applications`` (``EfficientNetV2B0``, ``weights=None``), Adam, plain
   ``model.fit`` at the main job's last size on the same scans resized;
@@ -42,6 +46,7 @@ _TRAIN_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
 # On pixels in [0, 1]: the 8x8 digits' best gamma is near 0.3, the 28x28 scans' near 0.03.
 _SVC_GRID = {"C": [1.0, 10.0, 100.0], "gamma": ["scale", 0.01, 0.03, 0.1, 0.3]}
 _CV_FOLDS = 3
+_EXACT = "main job"  # the arm label of the run that is the main job exactly
 
 
 def _main_job(cfg: BenchConfig, work: Path, arm: str, seed: int, export: bool
@@ -50,7 +55,7 @@ def _main_job(cfg: BenchConfig, work: Path, arm: str, seed: int, export: bool
     if not _TRAIN_SCRIPT.is_file():
         raise FileNotFoundError(f"{_TRAIN_SCRIPT} not found: the main_job section runs the "
                                 "repository's scripts/train.py (run it from a checkout).")
-    run_dir = work / f"{arm}-{seed}"
+    run_dir = work / f"{arm.replace(' ', '_')}-{seed}"
     args = [sys.executable, str(_TRAIN_SCRIPT), f"--seed={seed}",
             f"--epochs={cfg.main_job_epochs}", f"--model_dir={run_dir}",
             f"--saved_models={work / 'saved_models'}", f"--tflite_dir={work / 'tflite'}",
@@ -60,8 +65,7 @@ def _main_job(cfg: BenchConfig, work: Path, arm: str, seed: int, export: bool
     if not export:
         # A point per epoch for the curve (the main job evaluates every 2 epochs on the
         # embedded sets). Evaluating never changes what trains (tested) and is not
-        # training time. The exported run is the main job exactly, for its wall time:
-        # its curve is coarser, which can only delay its time to target.
+        # training time. The exported run is the main job exactly, for its wall time.
         args += ["--noexport", "--eval_every_epochs=1"]
     started = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
@@ -75,6 +79,8 @@ def _main_job(cfg: BenchConfig, work: Path, arm: str, seed: int, export: bool
             "seconds": seconds, "accuracy": accuracy,
             "train_s": seconds[-1] if seconds else None, "wall_s": round(wall, 1),
             "exported": export,
+            "evaluated_epochs": [i + 1 for i, record in enumerate(metrics["history"])
+                                 if record.get("val_top1") is not None],
             "sizes": sorted({stage["image_size"] for stage in metrics["plan"]})}
 
 
@@ -118,6 +124,34 @@ def _keras_applications(cfg: BenchConfig, split, seed: int) -> dict[str, Any]:
     return {"arm": "keras.applications", "seed": seed, "final_top1": accuracy[-1],
             "seconds": seconds, "accuracy": accuracy, "train_s": seconds[-1],
             "sizes": [size]}
+
+
+def exact_run_note(exact: dict[str, Any], runs: list[dict[str, Any]],
+                   target: float | None) -> str:
+    """How the main job run exactly compares with the same seed's (a) run: the same
+    training, evaluated less often."""
+    twin = next((r for r in runs if r["arm"] == "progressive"
+                 and r["seed"] == exact["seed"]), None)
+    reached = (time_to_reach(exact["seconds"], exact["accuracy"], target)
+               if target is not None else None)
+    exact["time_to_target_s"] = reached
+    text = (f"the main job exactly (seed {exact['seed']}, evaluated every "
+            f"{_every(exact)} epoch(s), then exported): final top-1 "
+            f"{_fmt(exact['final_top1'])}, train {_fmt(exact['train_s'])} s, wall "
+            f"{_fmt(exact['wall_s'])} s, time to target "
+            f"{'never' if reached is None else f'{reached:.1f} s'}")
+    if twin is not None:
+        text += (f"; the same seed in (a), evaluated every epoch: final top-1 "
+                 f"{_fmt(twin['final_top1'])}, time to target "
+                 f"{_fmt(twin.get('time_to_target_s') or 'never')}")
+    return text
+
+
+def _every(run: dict[str, Any]) -> str:
+    epochs = run.get("evaluated_epochs") or []
+    if len(epochs) >= 2:
+        return str(epochs[1] - epochs[0])
+    return str(epochs[0]) if epochs else "?"
 
 
 def main_job_dataset(cfg: BenchConfig) -> str:
@@ -227,18 +261,23 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
         for i, seed in enumerate(cfg.main_job_seeds):
             order = ("progressive", "fixed") if i % 2 == 0 else ("fixed", "progressive")
             for arm in order:
-                export = cfg.main_job_export and arm == "progressive" and i == 0
-                runs.append(_main_job(cfg, Path(work), arm, seed, export))
+                runs.append(_main_job(cfg, Path(work), arm, seed, export=False))
             if seed in (cfg.main_job_apps_seeds or cfg.main_job_seeds):
                 runs.append(_keras_applications(cfg, split, seed))
+        if cfg.main_job_export:
+            runs.append(_main_job(cfg, Path(work), _EXACT, cfg.main_job_seeds[0],
+                                  export=True))
     classical = classical_baselines(split)
     summary = summarise(runs, classical, cfg.main_job_tolerance / 100.0,
                         pixels=f"{side} pixels")
     exported = next((r for r in runs if r.get("exported")), None)
+    exact_notes = []
     if exported is not None:
-        summary["goals"].append({"goal": "train + export of the main job <= 360 s (seed 0, "
-                                         "whole process)", "value": exported["wall_s"],
+        summary["goals"].append({"goal": f"train + export of the main job <= 360 s (seed "
+                                         f"{exported['seed']}, whole process)",
+                                 "value": exported["wall_s"],
                                  "threshold": 360.0, "met": exported["wall_s"] <= 360.0})
+        exact_notes.append(exact_run_note(exported, runs, summary["target"]))
     figure = "main_job.png"
     plots.plot_progressive_vs_fixed(
         out / figure, [{"label": f"{r['arm']} (seed {r['seed']})", "seconds": r["seconds"],
@@ -263,7 +302,7 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                   f"{cfg.main_job_batch}; SVC grid {_SVC_GRID} by {_CV_FOLDS}-fold CV on "
                   f"the training split ({len(split[0])} images). Held-out: the {dataset} "
                   f"source's {len(split[2])} images (20 % of each class)."]
-        + goal_lines}
+        + exact_notes + goal_lines}
 
 
 def _fmt(value: Any) -> str:
