@@ -5,10 +5,15 @@
         model, lambda stage: make_dataset(stage.image_size, stage.augment), plan,
         validation_fn=lambda stage: make_val(stage.image_size))
 
-Each stage sets the model's head dropout to the stage's rate, forces Keras to retrace its
-train function (the rate is a Python float baked into the traced graph), and fits
-epochs ``[stage.start_epoch, stage.end_epoch)`` with ``initial_epoch``, so epoch numbers,
-callbacks and the optimizer's LR schedule run on continuously.
+Each stage sets the model's head dropout to the stage's rate and its blocks' drop-path
+rates to their built rates times :func:`~keras_effnet.train.progressive.drop_path_scale`
+(as the trainer does: constant in automl mode, ramping with dropout in paper mode), forces
+Keras to retrace its train function when a rate changed (a rate is a Python float baked
+into the traced graph), and fits epochs ``[stage.start_epoch, stage.end_epoch)`` with
+``initial_epoch``, so epoch numbers, callbacks and the optimizer's LR schedule run on
+continuously. The built drop-path rates are the ones a layer had when
+:func:`fit_progressive` first saw it; to resume in a new process, build the model afresh
+and load its weights (a model saved mid-run carries the stage's scaled rates).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from keras_effnet.builder import DROPOUT_LAYER
-from keras_effnet.train.progressive import Stage
+from keras_effnet.train.dropout_rates import DROP_PATH_SUFFIX, dropout_layers
+from keras_effnet.train.progressive import Stage, drop_path_scale
 
-__all__ = ["fit_progressive", "set_dropout"]
+__all__ = ["fit_progressive", "set_dropout", "set_drop_path_scale"]
+
+_BUILT_RATE = "_keras_effnet_built_rate"  # a drop path's rate before any stage scaled it
 
 
 def set_dropout(model: Any, rate: float, layer_name: str = DROPOUT_LAYER) -> bool:
@@ -43,6 +51,25 @@ def set_dropout(model: Any, rate: float, layer_name: str = DROPOUT_LAYER) -> boo
         return False
     layer.rate = float(rate)
     return True
+
+
+def set_drop_path_scale(model: Any, scale: float) -> bool:
+    """Set every block's drop-path rate (the ``Dropout`` layers named ``*drop_path``) to
+    its built rate times ``scale`` (below 1); True when a rate changed. The built rate is
+    the layer's rate the first time this function saw it."""
+    if not scale >= 0.0:
+        raise ValueError(f"drop_path_scale must be >= 0. Received: scale={scale!r}")
+    changed = False
+    for layer in dropout_layers(model):
+        if not layer.name.endswith(DROP_PATH_SUFFIX):
+            continue
+        if getattr(layer, _BUILT_RATE, None) is None:
+            setattr(layer, _BUILT_RATE, float(layer.rate))
+        rate = min(getattr(layer, _BUILT_RATE) * scale, 0.99)
+        if float(layer.rate) != rate:
+            layer.rate = rate
+            changed = True
+    return changed
 
 
 def _reset_compiled_functions(model: Any) -> None:
@@ -73,7 +100,8 @@ def fit_progressive(model: Any, dataset_fn: Callable[[Stage], Any], plan: Sequen
 
     Returns:
         One ``keras.callbacks.History`` for the whole run: ``history.history`` holds every
-        epoch's metrics in order, plus ``image_size`` and ``dropout`` per epoch;
+        epoch's metrics in order, plus ``image_size``, ``dropout`` and
+        ``drop_path_scale`` per epoch;
         ``history.epoch`` the epoch numbers; ``history.stages`` the plan.
     """
     import keras
@@ -89,7 +117,9 @@ def fit_progressive(model: Any, dataset_fn: Callable[[Stage], Any], plan: Sequen
     for stage in plan:
         if stage.end_epoch <= initial_epoch:
             continue
-        if set_dropout(model, stage.dropout):
+        scale = drop_path_scale(list(plan), stage)
+        # both, always: `or` would skip the drop paths when the head's rate changed
+        if any([set_dropout(model, stage.dropout), set_drop_path_scale(model, scale)]):
             _reset_compiled_functions(model)
         validation = validation_fn(stage) if validation_fn is not None else None
         history = model.fit(dataset_fn(stage), validation_data=validation,
@@ -101,6 +131,7 @@ def fit_progressive(model: Any, dataset_fn: Callable[[Stage], Any], plan: Sequen
             merged.history.setdefault(key, []).extend(values)
         merged.history.setdefault("image_size", []).extend([stage.image_size] * count)
         merged.history.setdefault("dropout", []).extend([stage.dropout] * count)
+        merged.history.setdefault("drop_path_scale", []).extend([scale] * count)
         if getattr(model, "stop_training", False):
             break
     return merged
