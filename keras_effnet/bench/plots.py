@@ -103,12 +103,15 @@ def plot_progressive_plan(path: str | os.PathLike, model: str = "efficientnetv2-
 
 def plot_progressive_vs_fixed(path: str | os.PathLike, curves: Sequence[dict[str, Any]],
                               target: float | None = None,
-                              target_label: str = "fixed-size final accuracy") -> None:
+                              target_label: str = "fixed-size final accuracy",
+                              title: str = "Progressive vs fixed image size (digits)",
+                              bottom: float | None = None) -> None:
     """Validation accuracy against cumulative training time, one line per run.
 
     ``curves``: dicts with ``label``, ``seconds`` (cumulative, per evaluation) and
     ``accuracy`` (0..1). ``target`` draws the accuracy the runs race to, labelled
-    ``target_label``.
+    ``target_label``. ``bottom`` (in %) crops the y axis there, to show the race near the
+    top (points below it fall off the chart).
     """
     fig, axes = _figure(8, 5)
     ax = axes[0][0]
@@ -120,7 +123,9 @@ def plot_progressive_vs_fixed(path: str | os.PathLike, curves: Sequence[dict[str
                    label=f"{target_label} ({100 * target:.1f} %)")
     ax.set_xlabel("training time (s, cumulative, evaluation excluded)")
     ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("Progressive vs fixed image size (digits)")
+    ax.set_title(title)
+    if bottom is not None:
+        ax.set_ylim(bottom, 100)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
