@@ -27,7 +27,7 @@ from typing import Any
 
 from keras_effnet.train.fused_bn import layers_of, swapped_calls
 
-__all__ = ["DropoutRates", "dropout_layers", "DROP_PATH_SUFFIX"]
+__all__ = ["DropoutRates", "dropout_layers", "scaled_drop_path_rate", "DROP_PATH_SUFFIX"]
 
 DROP_PATH_SUFFIX = "drop_path"  # keras_effnet.blocks names each block's "<block>drop_path"
 _SWAPPED = "_keras_effnet_rate_call"
@@ -38,6 +38,15 @@ def dropout_layers(model: Any) -> list:
     import keras
 
     return layers_of(model, keras.layers.Dropout)
+
+
+def scaled_drop_path_rate(built: float, drop_path_scale: float) -> float:
+    """A drop path's rate in a stage: its built rate times ``drop_path_scale`` (>= 0),
+    kept below 1 (the trainer's rule and :func:`fit_progressive`'s)."""
+    if not drop_path_scale >= 0.0:
+        raise ValueError("drop_path_scale must be >= 0. "
+                         f"Received: drop_path_scale={drop_path_scale!r}")
+    return min(built * drop_path_scale, 0.99)
 
 
 def _seed(layer: Any) -> Any:
@@ -91,14 +100,12 @@ class DropoutRates:
         ``drop_path_scale`` (a rate stays below 1)."""
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
-        if not drop_path_scale >= 0.0:
-            raise ValueError("drop_path_scale must be >= 0. "
-                             f"Received: drop_path_scale={drop_path_scale!r}")
+        scaled_drop_path_rate(0.0, drop_path_scale)  # checks the scale before any assign
         for layer in self.layers:
             if layer.name == self.head:
                 rate = float(dropout)
             elif layer.name.endswith(DROP_PATH_SUFFIX):
-                rate = min(self.built_rates[layer.name] * drop_path_scale, 0.99)
+                rate = scaled_drop_path_rate(self.built_rates[layer.name], drop_path_scale)
             else:
                 continue
             self.variables[layer.name].assign(rate)

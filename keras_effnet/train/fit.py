@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from keras_effnet.builder import DROPOUT_LAYER
-from keras_effnet.train.dropout_rates import DROP_PATH_SUFFIX, dropout_layers
+from keras_effnet.train.dropout_rates import (DROP_PATH_SUFFIX, dropout_layers,
+                                              scaled_drop_path_rate)
 from keras_effnet.train.progressive import Stage, drop_path_scale
 
 __all__ = ["fit_progressive", "set_dropout", "set_drop_path_scale"]
@@ -57,15 +58,14 @@ def set_drop_path_scale(model: Any, scale: float) -> bool:
     """Set every block's drop-path rate (the ``Dropout`` layers named ``*drop_path``) to
     its built rate times ``scale`` (below 1); True when a rate changed. The built rate is
     the layer's rate the first time this function saw it."""
-    if not scale >= 0.0:
-        raise ValueError(f"drop_path_scale must be >= 0. Received: scale={scale!r}")
+    scaled_drop_path_rate(0.0, scale)  # checks the scale before any layer changes
     changed = False
     for layer in dropout_layers(model):
         if not layer.name.endswith(DROP_PATH_SUFFIX):
             continue
         if getattr(layer, _BUILT_RATE, None) is None:
             setattr(layer, _BUILT_RATE, float(layer.rate))
-        rate = min(getattr(layer, _BUILT_RATE) * scale, 0.99)
+        rate = scaled_drop_path_rate(getattr(layer, _BUILT_RATE), scale)
         if float(layer.rate) != rate:
             layer.rate = rate
             changed = True
