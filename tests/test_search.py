@@ -14,6 +14,7 @@ from keras_effnet.errors import ConfigError
 from keras_effnet.profile import profile
 from keras_effnet.search import SearchConfig, reward, space
 from keras_effnet.search import result as result_lib
+from keras_effnet.search.config import redacted
 from keras_effnet.variants import resolve_variant
 
 V2_B0 = ("r1_k3_s1_e1_i32_o16_f", "r2_k3_s2_e4_i16_o32_f", "r2_k3_s2_e4_i32_o48_f",
@@ -328,10 +329,10 @@ def test_result_json_of_a_nas_study(tmp_path):
 
 
 def test_result_json_hides_an_rdb_password():
-    assert result_lib._redacted("postgresql://me:secret@db:5432/optuna") == \
+    assert redacted("postgresql://me:secret@db:5432/optuna") == \
         "postgresql://me:***@db:5432/optuna"
-    assert result_lib._redacted("sqlite:///study.db") == "sqlite:///study.db"
-    assert result_lib._redacted(None) is None
+    assert redacted("sqlite:///study.db") == "sqlite:///study.db"
+    assert redacted(None) is None
 
 
 def test_result_json_of_a_scaling_study(tmp_path):

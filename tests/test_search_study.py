@@ -183,3 +183,142 @@ def test_two_processes_share_one_journal_without_duplicates(tmp_path):
     assert not [t for t in _trials(study) if t.state.name in ("RUNNING", "FAIL")]
     journal = (tmp_path / "s" / "study.journal").read_text().splitlines()
     assert all(json.loads(line) for line in journal)  # both appended whole records
+
+
+# --- hostile journals, interleavings and reruns (issue 31) -----------------------------
+
+
+def test_a_torn_last_record_is_cut_and_the_study_continues(tmp_path, capfd):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    fake_study(tmp_path / "s", trials=2, marks=marks).run(lambda s, t: None)
+    journal = tmp_path / "s" / "study.journal"
+    whole = journal.read_bytes()
+    torn = b'{"op_code":5,"worker_id":"x","trial_id":1,"us'
+    with open(journal, "ab") as f:  # the disk filled up halfway through a record
+        f.write(torn)
+    study = fake_study(tmp_path / "s", trials=3, marks=marks)
+    study.run(lambda s, t: None)
+    assert study.distinct() == 3 and len(list(marks.iterdir())) == 3  # 2 kept, 1 new
+    text = journal.read_bytes()
+    assert text.startswith(whole) and all(json.loads(x) for x in text.splitlines())
+    assert f"was cut short ({len(torn)} bytes): removed" in capfd.readouterr().err
+    # Rerun again: nothing left to repair, nothing trained.
+    again = fake_study(tmp_path / "s", trials=3, marks=marks)
+    assert again.distinct() == 3 and "warning" not in capfd.readouterr().err
+
+
+def test_a_last_record_without_its_newline_is_kept(tmp_path, capfd):
+    fake_study(tmp_path / "s", trials=2).run(lambda s, t: None)
+    journal = tmp_path / "s" / "study.journal"
+    journal.write_bytes(journal.read_bytes()[:-1])
+    assert fake_study(tmp_path / "s", trials=2).distinct() == 2
+    assert journal.read_bytes().endswith(b"}\n")
+    assert "ended without its newline: completed" in capfd.readouterr().err
+
+
+def test_a_damaged_record_in_the_middle_is_one_error_naming_file_and_line(tmp_path):
+    fake_study(tmp_path / "s", trials=1).run(lambda s, t: None)
+    journal = tmp_path / "s" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"op_code": 4, "trial_i\x00\xff garbage\n'
+    journal.write_bytes(b"".join(lines))
+    with pytest.raises(ConfigError, match=rf"{journal}, line 3 of {len(lines)}: not a "
+                       "journal record") as info:
+        fake_study(tmp_path / "s", trials=1)
+    assert info.value.field == "storage"
+    assert journal.read_bytes() == b"".join(lines)  # left as it was
+
+
+def test_a_refused_rerun_writes_nothing_and_a_rerun_no_create_record(tmp_path):
+    fake_study(tmp_path / "s", trials=1).run(lambda s, t: None)
+    journal = tmp_path / "s" / "study.journal"
+    before = journal.read_bytes()
+    with pytest.raises(ConfigError, match="epochs=10, not 3"):
+        fake_study(tmp_path / "s", trials=1, epochs=3)
+    fake_study(tmp_path / "s", trials=1)  # continues a complete study
+    assert journal.read_bytes() == before
+
+
+def test_a_renamed_study_directory_continues_its_study(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    fake_study(tmp_path / "s", trials=2, marks=marks).run(lambda s, t: None)
+    (tmp_path / "s").rename(tmp_path / "renamed")
+    study = fake_study(tmp_path / "renamed", trials=2, marks=marks)
+    study.run(lambda s, t: None)
+    assert study.study.study_name == "s" and study.distinct() == 2
+    assert len(list(marks.iterdir())) == 2  # nothing trained again
+
+
+def test_ctrl_c_prints_no_optuna_traceback(tmp_path, capfd):
+    study = fake_study(tmp_path / "s", trials=1, values=1, twins=1, interrupt=(0,))
+    with pytest.raises(KeyboardInterrupt):
+        study.run(lambda s, t: None)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "failed" not in err, err
+
+
+def test_a_claim_whose_trial_died_is_taken_over(tmp_path):
+    """A worker claimed network k0, then was killed before training it: the next run
+    claims the next generation and trains it."""
+    from keras_effnet.search.study import claim_name
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    study = fake_study(tmp_path / "s", trials=1, values=1, twins=1)
+    trial = study.study.ask()
+    trial.suggest_categorical("x", [0])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    name = claim_name("s", "k0", 0)
+    trial.set_user_attr("worker", {"host": os.uname().nodename, "pid": dead.pid})
+    trial.set_user_attr("candidate", {"key": "k0"})
+    trial.set_user_attr("claim", name)
+    study.study._storage.create_new_study(study.study.directions, name)
+    study = fake_study(tmp_path / "s", trials=1, values=1, twins=1, marks=marks)
+    study.run(lambda s, t: None)
+    assert [p.name.split("-")[0] for p in marks.iterdir()] == ["k0"]
+    retry = _trials(study)[-1]
+    assert retry.state.name == "COMPLETE" and retry.user_attrs["claim"] == \
+        claim_name("s", "k0", 1)
+
+
+INTERLEAVED = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from test_search_study import fake_study
+role, marks = sys.argv[1], Path({marks!r})
+study = fake_study({study_dir!r}, trials=1, values=1, twins=1, seconds=3.0, marks=marks)
+if role == "low":
+    trial = study.study.ask()  # trial 0, asked first, proposes last
+    Path(marks.parent, "asked").touch()
+    while not list(marks.iterdir()):  # until the later trial is training
+        time.sleep(0.1)
+else:
+    while not Path(marks.parent, "asked").exists():
+        time.sleep(0.1)
+    trial = study.study.ask()  # trial 1
+study.study.tell(trial, study.objective(trial))
+"""
+
+
+@pytest.mark.slow
+def test_a_lower_trial_proposing_later_does_not_train_twice(tmp_path):
+    """Trial 0 is asked first but proposes network k0 while trial 1 (another process)
+    already trains it: it waits for trial 1's result instead of training k0 again."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    code = INTERLEAVED.format(here=str(HERE), study_dir=str(tmp_path / "s"),
+                              marks=str(marks))
+    fake_study(tmp_path / "s", trials=1)  # created before either worker starts
+    workers = [subprocess.Popen([sys.executable, "-c", code, role], cwd=ROOT)
+               for role in ("low", "high")]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0
+    trained = [p.name for p in marks.iterdir()]
+    assert len(trained) == 1 and trained[0].endswith("-1"), trained  # trial 1 only
+    study = fake_study(tmp_path / "s", trials=1, values=1, twins=1)
+    low, high = _trials(study)
+    assert low.user_attrs["duplicate_of"] == 1 and low.value == high.value

@@ -20,7 +20,7 @@ from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.variants import is_arch_string
 
 __all__ = ["SearchConfig", "SEARCHES", "SAMPLERS", "REWARDS", "DEFAULT_MODELS",
-           "RESUME_FIELDS"]
+           "RESUME_FIELDS", "redacted"]
 
 SEARCHES = ("scaling", "nas")
 # scaling walks its constrained grid (GridSampler, in a seeded random order); nas samples
@@ -202,3 +202,16 @@ class SearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def redacted(url: str | None) -> str | None:
+    """An RDB URL without its password (result.json and errors are shared; the storage
+    is not)."""
+    if not url or "://" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

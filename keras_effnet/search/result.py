@@ -20,9 +20,10 @@ import dataclasses
 import os
 from typing import Any
 
-from keras_effnet.run_dir import write_json
+from keras_effnet.run_dir import atomic_path, write_json, write_text
 from keras_effnet.search import reward as reward_lib
 from keras_effnet.search import space as space_lib
+from keras_effnet.search.config import redacted
 from keras_effnet.variants import is_arch_string
 
 __all__ = ["SearchResult", "collect", "trial_rows", "write", "table", "summary",
@@ -141,19 +142,7 @@ def collect(study: Any, ctx: Any, search: Any) -> SearchResult:
     return SearchResult(search=config.search, study_dir=ctx.study_dir, best=best,
                         trials=rows, ranking=ranking, pareto=pareto, base=base,
                         summary=_summary(rows, ranking),
-                        config={**config.to_dict(), "storage": _redacted(config.storage)})
-
-
-def _redacted(url: str | None) -> str | None:
-    """An RDB URL without its password (result.json is shared; the storage is not)."""
-    if not url or "://" not in url:
-        return url
-    from urllib.parse import urlsplit, urlunsplit
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+                        config={**config.to_dict(), "storage": redacted(config.storage)})
 
 
 def write(result: SearchResult) -> dict[str, str]:
@@ -162,11 +151,13 @@ def write(result: SearchResult) -> dict[str, str]:
     files = {"result": os.path.join(result.study_dir, "result.json"),
              "table": os.path.join(result.study_dir, "table.md"),
              "figure": os.path.join(result.study_dir, f"{result.search}.png")}
+    # Each written beside its path and renamed onto it: a kill -9 leaves the last
+    # complete one, never a half-written one or a table of another run's result.
     write_json(files["result"], result.to_dict())
-    with open(files["table"], "w") as f:
-        f.write(table(result) + "\n")
+    write_text(files["table"], table(result) + "\n")
     if result.ranking:
-        (plot_scaling if result.search == "scaling" else plot_nas)(result, files["figure"])
+        with atomic_path(files["figure"]) as tmp:
+            (plot_scaling if result.search == "scaling" else plot_nas)(result, tmp)
     else:
         files.pop("figure")
     result.files = files

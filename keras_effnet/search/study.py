@@ -14,28 +14,39 @@ heartbeat does the same for workers on other machines. Interrupted (Ctrl-C) tria
 re-queued too; a candidate whose loss diverged is a result, not retried.
 
 Duplicates: a proposal whose network (:func:`~keras_effnet.search.space.network_key`)
-already has a result copies it without training; one that another worker is training
-right now waits for it (the lower trial number trains, so two never wait on each other).
-``trials`` counts distinct networks, so duplicates cost nothing and do not count.
+already has a result copies it without training. Before training, a trial *claims* its
+network in the storage: the claim is a study named ``<study>:claim:<key>:<generation>``,
+and creating a study under a taken name fails atomically in every storage (a journal
+replays its records in one order; an RDB has a unique name column), so of any number of
+workers proposing one network, whatever the interleaving, exactly one trains it and the
+others wait for its result. A claim whose trial died or was interrupted is taken over
+at the next generation (by the retry or by a waiting twin). ``trials`` counts distinct
+networks, so duplicates cost nothing and do not count.
+
+A journal whose last record was cut (a full disk, a lost NFS mount) has that record cut
+off, with a warning, before the study opens; a damaged record elsewhere is refused with
+one error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import socket
+import sys
 import time
 import warnings
 from typing import Any, Callable
 
 from keras_effnet.errors import ConfigError
 from keras_effnet.run_dir import jsonable
-from keras_effnet.search.config import RESUME_FIELDS, SearchConfig
+from keras_effnet.search.config import RESUME_FIELDS, SearchConfig, redacted
 
-__all__ = ["import_optuna", "open_storage", "plain", "worker", "requeue", "recover",
-           "Proposal", "Study"]
+__all__ = ["import_optuna", "open_storage", "repair_journal", "claim_name", "is_claim",
+           "plain", "worker", "requeue", "recover", "Proposal", "Study"]
 
 MAX_RETRIES = 3
 POLL_S = 5.0
@@ -43,6 +54,7 @@ HEARTBEAT_S, GRACE_S = 60, 180  # RDB storages: Optuna's own stale-trial detecti
 # A sampler that only proposes networks already trained (a converged TPE, an exhausted
 # grid) ends the run after this many proposals per distinct candidate asked for.
 PROPOSALS_PER_TRIAL = 10
+CLAIM = ":claim:"  # in the name of a network's claim study (see the module docstring)
 
 
 def import_optuna():
@@ -53,24 +65,114 @@ def import_optuna():
         raise ImportError("keras_effnet.search runs on Optuna: pip install "
                           "'keras_effnet[search]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A trial ended by Ctrl-C or a diverged loss: the search says so in one line of its
+    # own, so Optuna's "Trial 3 failed" and its traceback are dropped.
+    trial_logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _ReportedElsewhere) for f in trial_logger.filters):
+        trial_logger.addFilter(_ReportedElsewhere())
     # The retry callback and GridSampler-with-enqueue are marked experimental; the
     # search pins what it uses in its tests.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
+class _ReportedElsewhere(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, KeyboardInterrupt)
+                    or type(error).__name__ == "NonFiniteLossError")
+
+
 def open_storage(config: SearchConfig) -> Any:
     """The study's storage: ``config.storage`` when it is an RDB URL, else a journal
-    file (``config.storage`` or ``<study_dir>/study.journal``)."""
+    file (``config.storage`` or ``<study_dir>/study.journal``), repaired first
+    (:func:`repair_journal`).
+
+    Raises:
+        ConfigError: (field ``storage``) the storage cannot be opened: an unknown URL
+            scheme or missing driver, an unreachable server, a path that is a directory.
+    """
     optuna = import_optuna()
     if config.storage and "://" in config.storage:
-        return optuna.storages.RDBStorage(config.storage, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S,
-                                          heartbeat_stale_trial_callback=requeue)
+        # A server that drops packets would hold the first connection for minutes.
+        connect = ({"connect_args": {"connect_timeout": 10}}
+                   if config.storage.startswith("postgresql") else {})
+        try:
+            return optuna.storages.RDBStorage(
+                config.storage, engine_kwargs=connect, heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S, heartbeat_stale_trial_callback=requeue)
+        except Exception as e:  # SQLAlchemy and the drivers raise many types
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot open storage {redacted(config.storage)!r} "
+                              f"({type(e).__name__}: {reason[:300]})", "storage") from None
     path = config.storage or os.path.join(config.resolved_study_dir(), "study.journal")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(path))
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+        backend = JournalFileBackend(path)
+        repair_journal(path)
+    except OSError as e:
+        raise ConfigError(f"cannot open the journal {path} ({e.strerror or e}); pass a "
+                          "storage (or study_dir) that is a file you can write.",
+                          "storage" if config.storage else "study_dir") from None
+    return optuna.storages.JournalStorage(backend)
+
+
+def repair_journal(path: str) -> None:
+    """Cuts a torn last record off the journal at ``path`` (a write that a full disk or
+    a lost NFS mount cut short) with a warning, keeping every complete record; Optuna
+    would append the next record after it and never read the journal again.
+
+    Raises:
+        ConfigError: (field ``storage``) a record before the last is damaged: one error
+            naming the file and the line, the journal left as it is.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._file import get_lock_file
+
+    # Under the journal's own lock: no worker is halfway through an append meanwhile.
+    with get_lock_file(JournalFileSymlinkLock(path)):
+        with open(path, "rb") as f:
+            data = f.read()
+        *lines, tail = data.split(b"\n")  # tail: what follows the last newline
+        for number, line in enumerate(lines, start=1):
+            if not _is_record(line):
+                raise ConfigError(
+                    f"{path}, line {number} of {len(lines) + bool(tail)}: not a journal "
+                    f"record ({line[:60]!r}); the journal was edited or damaged: restore "
+                    "it from a copy, or move it away to start the study again.", "storage")
+        if not tail:
+            return
+        whole = _is_record(tail)  # only its newline lost
+        with open(path, "r+b") as f:
+            if whole:
+                f.seek(len(data))
+                f.write(b"\n")
+            else:
+                f.truncate(len(data) - len(tail))
+            f.flush()
+            os.fsync(f.fileno())
+    what = ("ended without its newline: completed" if whole
+            else f"was cut short ({len(tail)} bytes): removed")
+    print(f"warning: the last record of {path} (line {len(lines) + 1}) {what}; "
+          f"{len(lines) + whole} complete records kept.", file=sys.stderr)
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
+def claim_name(study_name: str, key: str, generation: int) -> str:
+    """The name of the study that claims network ``key`` for one trial."""
+    return f"{study_name}{CLAIM}{key}:{generation}"
+
+
+def is_claim(study_name: str) -> bool:
+    return CLAIM in study_name
 
 
 def plain(value: Any) -> Any:
@@ -170,29 +272,50 @@ class Study:
                  Callable[[int], Any], propose: Callable[[Any], Proposal],
                  evaluate: Callable[[Proposal, Any], dict[str, Any]],
                  objective_values: Callable[[dict[str, Any]], Any],
-                 first: dict[str, Any] | None, log: Callable[[str], None]):
+                 first: dict[str, Any] | None, log: Callable[[str], None],
+                 storage: Any = None):
         optuna = import_optuna()
         self.config, self.log = config, log
         self._propose, self._evaluate, self._values = propose, evaluate, objective_values
-        storage = open_storage(config)
-        name = config.study_name()
+        storage = storage if storage is not None else open_storage(config)
+        name = self._study_name(storage)
         # The creator samples from the seed; a worker joining (or resuming) a study gets
         # its own stream, or two workers would propose the same candidates in lockstep.
-        # Creation is atomic in the storage: of two workers starting together, one
-        # creates and the other joins.
+        # A study already there is loaded without a create record (a journal keeps
+        # every record it is sent); of two workers creating it together, the storage
+        # lets one create it and the other joins.
         try:
-            self.study = optuna.create_study(storage=storage, study_name=name,
-                                             directions=directions,
-                                             sampler=sampler_fn(config.seed))
-            created = True
-        except optuna.exceptions.DuplicatedStudyError:
+            storage.get_study_id_from_name(name)
+            created = False
+        except KeyError:
+            try:
+                self.study = optuna.create_study(storage=storage, study_name=name,
+                                                 directions=directions,
+                                                 sampler=sampler_fn(config.seed))
+                created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                created = False
+        if not created:
             seed = random.SystemRandom().randrange(2 ** 31)
             self.study = optuna.load_study(study_name=name, storage=storage,
                                            sampler=sampler_fn(seed))
-            created = False
         self._check_identity()
         if created and first is not None:
             self.study.enqueue_trial(first)
+
+    def _study_name(self, storage: Any) -> str:
+        """``config.study_name()``, or the one study that the study directory's own
+        journal holds under another name (the directory was renamed or moved)."""
+        name = self.config.study_name()
+        if self.config.storage:
+            return name
+        names = [s.study_name for s in storage.get_all_studies()
+                 if not is_claim(s.study_name)]
+        if len(names) == 1 and names[0] != name:
+            self.log(f"{self.config.resolved_study_dir()} holds study {names[0]!r} (the "
+                     "directory was renamed): continuing it.")
+            return names[0]
+        return name
 
     def _check_identity(self) -> None:
         mine = plain(self.config.identity())
@@ -227,11 +350,15 @@ class Study:
     # --- the objective ------------------------------------------------------------------
 
     def _twin(self, trial: Any, key: str) -> Any:
-        """A finished trial of the same network, waiting for one that a lower-numbered
-        trial is training right now; None when this trial should train it."""
+        """A finished trial of the same network, waiting while another trial holds the
+        network's claim; None once ``trial`` holds it and should train the network."""
         optuna = import_optuna()
         state = optuna.trial.TrialState
+        storage = self.study._storage  # noqa: SLF001 - claims are studies of the storage
         while True:
+            # The claim before the trials: a claim's trial records it before creating
+            # it, so a claim seen here has its trial's record in the read that follows.
+            generation = self._claim_generation(storage, key)
             same = [t for t in self.study.get_trials(deepcopy=False)
                     if t.number != trial.number
                     and t.user_attrs.get("candidate", {}).get("key") == key]
@@ -239,10 +366,42 @@ class Study:
                     (t.state == state.FAIL and "error" in t.user_attrs)]
             if done:
                 return done[0]
-            if not any(t.state == state.RUNNING and t.number < trial.number for t in same):
+            holders = [] if generation is None else [
+                t for t in same if t.user_attrs.get("claim") ==
+                claim_name(self.study.study_name, key, generation)]
+            if any(t.state == state.RUNNING for t in holders):
+                time.sleep(POLL_S)  # its worker is training it, or losing the race
+                recover(self.study, current=trial.number)
+                continue
+            # No claim yet, or every trial that held or tried it is gone: take the next.
+            if self._claim(storage, trial, key, 0 if generation is None else generation + 1):
                 return None
-            time.sleep(POLL_S)
-            recover(self.study, current=trial.number)
+
+    def _claim_generation(self, storage: Any, key: str) -> int | None:
+        """The latest claim's generation for network ``key`` (None: never claimed)."""
+        generation = None
+        while True:
+            try:
+                storage.get_study_id_from_name(
+                    claim_name(self.study.study_name, key, 0 if generation is None
+                               else generation + 1))
+            except KeyError:
+                return generation
+            generation = 0 if generation is None else generation + 1
+
+    def _claim(self, storage: Any, trial: Any, key: str, generation: int) -> bool:
+        """Whether ``trial`` won the claim on ``key`` at ``generation``. The trial
+        records the claim it tries first (a claim with no such record is abandoned) and
+        clears it when another worker won."""
+        optuna = import_optuna()
+        name = claim_name(self.study.study_name, key, generation)
+        trial.set_user_attr("claim", name)
+        try:
+            storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
+        except optuna.exceptions.DuplicatedStudyError:
+            trial.set_user_attr("claim", None)
+            return False
+        return True
 
     def objective(self, trial: Any) -> Any:
         from keras_effnet.train.trainer import NonFiniteLossError
