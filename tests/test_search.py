@@ -56,8 +56,36 @@ def test_default_grid_holds_the_papers_point_and_only_valid_points():
 
 
 def test_coefficient_grid_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="target_ratio must be > 1"):
+    with pytest.raises(ValueError, match="target_ratio must be a finite number > 1"):
         space.coefficient_grid(1.0)
+
+
+@pytest.mark.parametrize("target_ratio,step,tolerance,size", [
+    (float("inf"), 0.05, 0.05, "finite number"),  # looped forever, memory growing
+    (1e12, 0.05, 0.05, "has more than 10,000 points"),
+    (2.0, 1e-9, 0.05, "has more than 10,000 points"),
+    (2.0, 0.002, 0.05, "has more than 10,000 points"),  # 1.2 M points: 45 min profiling
+    (2.0, 1e-6, 1e-12, "takes walking more than 40,000 points"),  # few kept, many walked
+])
+def test_a_huge_grid_is_refused_before_it_is_walked(target_ratio, step, tolerance, size):
+    with pytest.raises(ValueError, match=size):
+        space.coefficient_grid(target_ratio, step, tolerance)
+    field = "target_ratio" if size == "finite number" else "grid_step"
+    config = SearchConfig(target_ratio=target_ratio, grid_step=step,
+                          ratio_tolerance=tolerance)
+    with pytest.raises(ConfigError, match=size) as info:
+        config.validate()
+    assert info.value.field == field
+    SearchConfig(search="nas", target_ratio=1e12, grid_step=1e-9).validate()  # unused
+
+
+def test_grid_points_past_the_block_limit_are_left_out():
+    # depth 60: the base has 960 blocks, alpha 1.05 would give 1,008 (MAX_BLOCKS 1,000).
+    base = resolve_variant("efficientnet-b0", width=0.25, depth=60)
+    grid = space.scaling_grid(base, 16, 10)
+    assert grid.too_large and all(a > 1.0 for a, _, _ in grid.too_large)
+    assert grid.candidates and all(c.alpha == 1.0 for c in grid.candidates)
+    assert len(grid.candidates) + len(grid.off_macs) + len(grid.too_large) == 111
 
 
 def test_scaled_variant_multiplies_the_base_and_rounds_the_size():
@@ -108,6 +136,13 @@ def test_grid_points_that_round_to_one_network_share_a_key():
 
 
 # --- the NAS space ----------------------------------------------------------------------
+
+def test_the_nas_space_around_a_base_without_squeeze_excite_has_none():
+    lite = list(resolve_variant("efficientnet-lite0").blocks)
+    params = space.params_from_arch(lite, lite)  # the base is in its own space
+    assert space.arch_from_params(params, lite) == lite
+    mbconv = {**params, "stage2_block": "mbconv", "stage1_block": "fused"}
+    assert all("_se" not in b for b in space.arch_from_params(mbconv, lite))
 
 def test_nas_space_per_stage():
     s = space.nas_space(V2_B0)
@@ -243,7 +278,7 @@ def test_defaults_resolve_per_search():
     (dict(trials=0), "trials", "trials must be an integer >= 1. Received: trials=0"),
     (dict(epochs=1.5), "epochs", "epochs must be an integer >= 1"),
     (dict(width=0.0), "width", "width must be > 0"),
-    (dict(target_ratio=1.0), "target_ratio", "target_ratio must be > 1"),
+    (dict(target_ratio=1.0), "target_ratio", "target_ratio must be a finite number > 1"),
     (dict(grid_step=0.0), "grid_step", r"grid_step must be in \(0, 1\)"),
     (dict(macs_tolerance=1.5), "macs_tolerance", "macs_tolerance must be in"),
     (dict(sampler="tpe"), "sampler", "sampler 'tpe' does not apply to search='scaling'"),

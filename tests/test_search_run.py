@@ -46,6 +46,45 @@ def test_mistakes_print_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
 
 
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: ["--target_ratio=inf"], "error: --target_ratio: target_ratio must be a "
+     "finite number > 1"),
+    (lambda d: ["--grid_step=0.002"], "error: --grid_step: the grid has more than 10,000 "
+     "points"),
+    (lambda d: ["--storage=foo://bar"], "error: --storage: cannot open storage 'foo://bar' "
+     "(NoSuchModuleError"),
+    (lambda d: [f"--storage=sqlite:///{d}"], "error: --storage: cannot open storage "
+     "'sqlite:///"),  # a directory
+    (lambda d: [f"--storage=postgresql://me:secret@127.0.0.1:{_free_port()}/db"],
+     "error: --storage: cannot open storage 'postgresql://me:***@127.0.0.1:"),
+    (lambda d: [f"--storage={d}"], "error: --storage: storage '"),  # a directory
+    (lambda d: [f"--study_dir={d / 'file'}"], "error: --study_dir: study_dir '"),
+])
+def test_a_bad_storage_or_grid_is_one_line_before_tensorflow(tmp_path, make, message):
+    """Each refused before TensorFlow loads: a tensorflow that cannot be imported is
+    first on the path, so reaching it would print another error."""
+    poisoned = tmp_path / "poisoned" / "tensorflow"
+    poisoned.mkdir(parents=True)
+    (poisoned / "__init__.py").write_text("raise ImportError('tensorflow was loaded')\n")
+    (tmp_path / "file").write_text("not a directory\n")
+    args = [*make(tmp_path), f"--study_dir={tmp_path / 'study'}"]
+    if any(a.startswith("--study_dir") for a in args[:-1]):
+        args.pop()
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(poisoned.parent), str(ROOT)])}
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                            text=True, timeout=60, env=env, cwd=ROOT)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(message) and "secret" not in lines[0], lines[0]
+
+
 @pytest.mark.slow
 def test_nas_end_to_end(tmp_path):
     from keras_effnet import search

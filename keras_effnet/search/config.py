@@ -12,6 +12,7 @@ seed for all, on ``dataset`` for ``epochs``; its held-out top-1 is the accuracy 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -129,14 +130,21 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{name} must be > 0. Received: {name}={value!r}", name)
-        if not self.target_ratio > 1.0:
-            raise ConfigError("target_ratio must be > 1 (the search scales up). "
-                              f"Received: target_ratio={self.target_ratio!r}", "target_ratio")
+        if not (math.isfinite(self.target_ratio) and self.target_ratio > 1.0):
+            raise ConfigError("target_ratio must be a finite number > 1 (the search scales "
+                              f"up). Received: target_ratio={self.target_ratio!r}",
+                              "target_ratio")
         for name in ("grid_step", "ratio_tolerance", "macs_tolerance"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ConfigError(f"{name} must be in (0, 1). Received: {name}={value!r}",
                                   name)
+        if self.search == "scaling":  # its size, in a second, before any is profiled
+            from keras_effnet.search.space import coefficient_grid
+            try:
+                coefficient_grid(self.target_ratio, self.grid_step, self.ratio_tolerance)
+            except ValueError as e:
+                raise ConfigError(str(e), "grid_step") from None
         allowed = ("auto",) + SAMPLERS[self.search]
         if self.sampler not in allowed:
             raise ConfigError(f"sampler {self.sampler!r} does not apply to search="
@@ -147,9 +155,19 @@ class SearchConfig:
         check_int(name, getattr(self, name), minimum, allow_none)
 
     def check_request(self) -> None:
-        """:meth:`validate`, then the model, dataset and data directory as the trainer
-        checks them (its errors name the same fields): no TensorFlow, in a second."""
+        """:meth:`validate`, the study directory and a journal path, then the model,
+        dataset and data directory as the trainer checks them (its errors name the same
+        fields): no TensorFlow, in a second. (An RDB storage is opened, and so checked,
+        by :func:`~keras_effnet.search.study.open_storage`.)"""
         self.validate()
+        study_dir = self.resolved_study_dir()
+        if os.path.exists(study_dir) and not os.path.isdir(study_dir):
+            raise ConfigError(f"study_dir {study_dir!r} is a file, not a directory: pass a "
+                              "directory for the study's outputs.", "study_dir")
+        if self.storage and "://" not in self.storage and os.path.isdir(self.storage):
+            raise ConfigError(f"storage {self.storage!r} is a directory: pass a journal "
+                              "file (or an RDB URL such as postgresql://user@host/db).",
+                              "storage")
         self.train_config().check_request()
 
     # --- defaults resolved at run time -------------------------------------------------

@@ -17,7 +17,7 @@ from keras_effnet.errors import ConfigError
 from keras_effnet.search import reward as reward_lib
 from keras_effnet.search import space as space_lib
 from keras_effnet.search.config import SearchConfig
-from keras_effnet.search.study import Proposal, Study, import_optuna
+from keras_effnet.search.study import Proposal, Study, import_optuna, open_storage
 
 __all__ = ["Context", "prepare", "ScalingSearch", "NasSearch", "run"]
 
@@ -34,6 +34,7 @@ class Context:
     classes: int
     base_macs: int
     base_params: int
+    storage: Any = None  # the Optuna storage, opened (and checked) before the data
 
     def train(self, proposal: Proposal, model: str) -> tuple[Any, Any, dict[str, Any]]:
         """Trains ``proposal`` in its run directory: ``(TrainResult, Trainer, record)``."""
@@ -55,7 +56,9 @@ def prepare(config: SearchConfig) -> Context:
     """Checks the request (in a second, before TensorFlow loads), then loads the data
     and profiles the base."""
     config.check_request()
-    import_optuna()  # a missing extra fails before TensorFlow loads
+    # A missing extra, a bad storage URL, an unreachable server or a damaged journal
+    # fails here, before TensorFlow loads.
+    storage = open_storage(config)
     from keras_effnet.data.sources import get_source
     from keras_effnet.profile import profile
 
@@ -68,7 +71,7 @@ def prepare(config: SearchConfig) -> Context:
     p = profile(base, image_size=image_size, classes=source.num_classes)
     return Context(config=config, study_dir=config.resolved_study_dir(), base=base,
                    image_size=image_size, source=source, classes=source.num_classes,
-                   base_macs=p.macs, base_params=p.params)
+                   base_macs=p.macs, base_params=p.params, storage=storage)
 
 
 class ScalingSearch:
@@ -84,6 +87,11 @@ class ScalingSearch:
             ctx.base, ctx.image_size, ctx.classes, target_ratio=c.target_ratio,
             step=c.grid_step, ratio_tolerance=c.ratio_tolerance,
             macs_tolerance=c.macs_tolerance)
+        if not self.grid.candidates and not self.grid.off_macs:
+            raise ConfigError(
+                f"every grid point scales {ctx.base.name} past a size limit (depth x "
+                f"alpha, width x beta): lower depth or width. Received: depth={c.depth}, "
+                f"width={c.width}", "depth")
         if not self.grid.candidates:
             raise ConfigError(
                 f"no grid point scales {ctx.base.name} at {ctx.image_size}px to within "
@@ -246,7 +254,8 @@ def run(config: SearchConfig, log: Callable[[str], None] | None = None) -> Any:
     search = ScalingSearch(ctx) if config.search == "scaling" else NasSearch(ctx)
     study = Study(config, directions=search.directions, sampler_fn=search.sampler,
                   propose=search.propose, evaluate=search.evaluate,
-                  objective_values=search.values, first=search.first, log=say)
+                  objective_values=search.values, first=search.first, log=say,
+                  storage=ctx.storage)
     space = (f"{len(search.grid.candidates)} grid points within "
              f"{config.macs_tolerance:.0%} of {config.target_ratio}x MACs"
              if isinstance(search, ScalingSearch) else

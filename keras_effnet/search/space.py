@@ -11,7 +11,7 @@ a candidate really has; a candidate is kept when its profiled MACs are within
 (MBConv or Fused-MBConv), kernel (3, 5), expansion (1, 4, 6) and repeats (-1, 0, +1),
 keeping the base's channels and strides. Squeeze-excite goes with the block type as in
 EfficientNetV2: MBConv stages have it (the base stage's ratio, else 0.25), Fused-MBConv
-stages do not. A candidate is a list of block strings: :func:`arch_from_params` and
+stages do not; around a base without any (every lite variant), no stage has it. A candidate is a list of block strings: :func:`arch_from_params` and
 :func:`params_from_arch` translate between the sampler's parameters and them.
 
 Duplicates: :func:`network_key` names the network a candidate builds (scaled blocks,
@@ -24,14 +24,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Iterator, Mapping, Sequence
 
 from keras_effnet import spec as spec_lib
+from keras_effnet.errors import ConfigError
 from keras_effnet.variants import Variant
 
 __all__ = ["ScalingCandidate", "ScalingGrid", "coefficient_grid", "flops_ratio",
            "coefficient_label", "scaled_variant", "scaling_grid", "PAPER_COEFFICIENTS",
-           "BLOCK_TYPES", "KERNELS", "EXPANSIONS", "REPEAT_DELTAS", "nas_space",
+           "MAX_GRID_POINTS", "BLOCK_TYPES", "KERNELS", "EXPANSIONS", "REPEAT_DELTAS", "nas_space",
            "arch_from_params", "params_from_arch", "nas_variant", "network_key"]
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)  # alpha, beta, gamma (EfficientNet, section 4)
@@ -42,6 +44,9 @@ EXPANSIONS = (1, 4, 6)
 REPEAT_DELTAS = (-1, 0, 1)
 _DEFAULT_SE = 0.25
 _EPS = 1e-9  # the grid's products are sums of float steps: compare with slack
+# Every grid point is profiled (a few ms each) before the first trial: 10,000 is about
+# half a minute, and 90x the paper's grid (step 0.05: 111 points at target 2).
+MAX_GRID_POINTS = 10_000
 
 
 # --- scaling ------------------------------------------------------------------------
@@ -54,29 +59,46 @@ def flops_ratio(alpha: float, beta: float, gamma: float) -> float:
 
 
 def coefficient_grid(target_ratio: float = 2.0, step: float = 0.05,
-                     tolerance: float = 0.05) -> list[tuple[float, float, float]]:
+                     tolerance: float = 0.05, limit: int = MAX_GRID_POINTS
+                     ) -> list[tuple[float, float, float]]:
     """Every ``(alpha, beta, gamma)`` >= 1 on the grid whose :func:`flops_ratio` is
-    within ``tolerance`` (a fraction) of ``target_ratio``, in lexicographic order."""
-    if not target_ratio > 1 or not 0 < step < 1 or not 0 < tolerance < 1:
-        raise ValueError("target_ratio must be > 1, step and tolerance in (0, 1). "
-                         f"Received: target_ratio={target_ratio}, step={step}, "
+    within ``tolerance`` (a fraction) of ``target_ratio``, in lexicographic order.
+
+    Raises:
+        ValueError: bad arguments, or a grid of more than ``limit`` points (found out
+            after walking at most about ``limit`` of them, not after all).
+    """
+    if not (math.isfinite(target_ratio) and target_ratio > 1) or not 0 < step < 1 \
+            or not 0 < tolerance < 1:
+        raise ValueError("target_ratio must be a finite number > 1, step and tolerance in "
+                         f"(0, 1). Received: target_ratio={target_ratio}, step={step}, "
                          f"tolerance={tolerance}")
     low, high = target_ratio * (1 - tolerance) - _EPS, target_ratio * (1 + tolerance) + _EPS
 
-    def values(limit: float) -> list[float]:
+    def values(start: float, stop: float) -> Iterator[float]:
         # Integer steps, rounded once: 1 + 3 * 0.05 is 1.15, not 1.1500000000000001.
-        out, k = [], 0
-        while 1 + k * step <= limit + _EPS:
-            out.append(round(1 + k * step, 10))
+        # From one step under ``start``: the points below it are not walked.
+        k = max(0, math.floor((start - 1) / step) - 1)
+        while 1 + k * step <= stop + _EPS:
+            yield round(1 + k * step, 10)
             k += 1
-        return out
 
-    grid = []
-    for alpha in values(high):
-        for beta in values((high / alpha) ** 0.5):
-            for gamma in values((high / (alpha * beta ** 2)) ** 0.5):
+    grid: list[tuple[float, float, float]] = []
+    walked = 0  # points looked at, kept or not: bounds the time when few are kept
+    for alpha in values(1, high):
+        for beta in values(1, (high / alpha) ** 0.5):
+            for gamma in values((low / (alpha * beta ** 2)) ** 0.5,
+                                (high / (alpha * beta ** 2)) ** 0.5):
+                walked += 1
                 if low <= flops_ratio(alpha, beta, gamma) <= high:
                     grid.append((alpha, beta, gamma))
+                if len(grid) > limit or walked > 4 * limit:
+                    size = (f"has more than {limit:,} points" if len(grid) > limit else
+                            f"takes walking more than {4 * limit:,} points")
+                    raise ValueError(
+                        f"the grid {size} (target_ratio={target_ratio}, step={step}, "
+                        f"tolerance={tolerance}); each point is profiled before the "
+                        "search starts: use a coarser step, or a smaller target_ratio.")
     return grid
 
 
@@ -128,6 +150,8 @@ class ScalingGrid:
     base_params: int
     candidates: tuple[ScalingCandidate, ...]
     off_macs: tuple[tuple[float, float, float, float], ...]  # (a, b, g, macs ratio)
+    # (a, b, g) scaling the base past a size limit (blocks, channels): not buildable
+    too_large: tuple[tuple[float, float, float], ...] = ()
 
     def by_label(self) -> dict[str, ScalingCandidate]:
         return {c.label: c for c in self.candidates}
@@ -138,14 +162,20 @@ def scaling_grid(base: Variant, image_size: int, classes: int, *,
                  ratio_tolerance: float = 0.05, macs_tolerance: float = 0.10
                  ) -> ScalingGrid:
     """The constrained grid around ``base`` at ``image_size``: :func:`coefficient_grid`,
-    then profiled MACs within ``macs_tolerance`` of ``target_ratio`` x the base's."""
+    then profiled MACs within ``macs_tolerance`` of ``target_ratio`` x the base's. Points
+    that scale the base past a size limit (:data:`~keras_effnet.variants.MAX_BLOCKS`,
+    ...) are left out as ``too_large``."""
     from keras_effnet.profile import profile
 
     base_profile = profile(base, image_size=image_size, classes=classes)
-    kept, off = [], []
+    kept, off, too_large = [], [], []
     for alpha, beta, gamma in coefficient_grid(target_ratio, step, ratio_tolerance):
         variant, size = scaled_variant(base, image_size, alpha, beta, gamma)
-        p = profile(variant, image_size=size, classes=classes)
+        try:
+            p = profile(variant, image_size=size, classes=classes)
+        except ConfigError:  # the size limits; the base itself is within them
+            too_large.append((alpha, beta, gamma))
+            continue
         ratio = p.macs / base_profile.macs
         if abs(ratio - target_ratio) > macs_tolerance * target_ratio:
             off.append((alpha, beta, gamma, ratio))
@@ -156,7 +186,8 @@ def scaling_grid(base: Variant, image_size: int, classes: int, *,
             params=p.params, image_size=size, variant=variant,
             key=network_key(variant, size)))
     return ScalingGrid(base_macs=base_profile.macs, base_params=base_profile.params,
-                       candidates=tuple(kept), off_macs=tuple(off))
+                       candidates=tuple(kept), off_macs=tuple(off),
+                       too_large=tuple(too_large))
 
 
 # --- NAS ----------------------------------------------------------------------------
@@ -192,14 +223,16 @@ def arch_from_params(params: Mapping[str, Any],
         raise ValueError(f"params lack {missing[0]!r} (expected the keys of nas_space). "
                          f"Received: {sorted(params)}")
     out = []
-    for i, block in enumerate(spec_lib.parse_arch(base_blocks), start=1):
+    base = spec_lib.parse_arch(base_blocks)
+    default_se = _DEFAULT_SE if any(b.se_ratio for b in base) else None
+    for i, block in enumerate(base, start=1):
         for key in ("block", "kernel", "expand", "repeats"):
             value = params[f"stage{i}_{key}"]
             if value not in space[f"stage{i}_{key}"]:
                 raise ValueError(f"stage{i}_{key} must be one of "
                                  f"{space[f'stage{i}_{key}']}. Received: {value!r}")
         fused = params[f"stage{i}_block"] == "fused"
-        se = None if fused else (block.se_ratio or _DEFAULT_SE)
+        se = None if fused else (block.se_ratio or default_se)
         out.append(spec_lib.format(block.replace(
             fused=fused, se_ratio=se, kernel_size=int(params[f"stage{i}_kernel"]),
             expand_ratio=int(params[f"stage{i}_expand"]),
