@@ -66,7 +66,10 @@ def test_fine_tuning_options_are_checked(tmp_path):
             (dict(freeze="backbone", unfreeze_at_epoch=2), "unfreeze_at_epoch",
              r"must be < epochs \(2\)"),
             (dict(freeze="backbone", unfreeze_at_epoch=0), "unfreeze_at_epoch", ">= 1"),
-            (dict(unfreeze_lr_factor=0.0), "unfreeze_lr_factor", "must be > 0")]:
+            (dict(unfreeze_lr_factor=0.0), "unfreeze_lr_factor", "must be a finite number"),
+            # inf trained an epoch, then NaN, and the run could not be resumed
+            (dict(unfreeze_lr_factor=float("inf")), "unfreeze_lr_factor",
+             "must be a finite number > 0. Received: unfreeze_lr_factor=inf")]:
         with pytest.raises(ConfigError, match=match) as error:
             TrainConfig(epochs=2, stages=1, **overrides).validate()
         assert error.value.field == field

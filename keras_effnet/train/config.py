@@ -243,8 +243,8 @@ class TrainConfig:
         if self.freeze not in FREEZE_MODES:
             raise ConfigError(f"freeze must be one of {FREEZE_MODES}. "
                               f"Received: freeze={self.freeze!r}", "freeze")
-        if not self.unfreeze_lr_factor > 0:
-            raise ConfigError("unfreeze_lr_factor must be > 0. "
+        if not 0 < self.unfreeze_lr_factor < float("inf"):  # inf: NaN after an epoch
+            raise ConfigError("unfreeze_lr_factor must be a finite number > 0. "
                               f"Received: unfreeze_lr_factor={self.unfreeze_lr_factor!r}",
                               "unfreeze_lr_factor")
         if self.unfreeze_at_epoch is None:
