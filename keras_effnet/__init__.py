@@ -16,7 +16,7 @@ from keras_effnet.scaling import compound, round_filters, round_repeats
 from keras_effnet.spec import BlockSpec, SpecError, format_arch, parse, parse_arch
 from keras_effnet.spec import format as format_spec
 from keras_effnet.variants import Variant, custom_variant, get_variant, list_models
-from keras_effnet.weights import freeze
+from keras_effnet.weights.table import list_weights
 
 __version__ = "0.1.0"
 
@@ -30,13 +30,15 @@ _LAZY = {
     "fit_progressive": "keras_effnet.train.fit",
     "TrainConfig": "keras_effnet.train.trainer",
     "get_source": "keras_effnet.data.sources",
+    "freeze": "keras_effnet.train.finetune",
+    "load_weights": "keras_effnet.weights",
 }
 
 __all__ = [
     "BlockSpec", "Profile", "SpecError", "Stage", "TrainConfig", "Variant", "build",
     "compound", "custom_variant", "data", "export", "fit_progressive", "format_arch",
     "format_spec", "freeze", "from_keras_applications", "get_source", "get_variant",
-    "list_models", "parse", "parse_arch", "profile", "progressive_plan", "pyramid_channels",
+    "list_models", "list_weights", "load_weights", "parse", "parse_arch", "profile", "progressive_plan", "pyramid_channels",
     "resolve_variant",
     "round_filters", "round_repeats", "scale_to_macs", "train",
 ]

@@ -15,7 +15,6 @@ from keras_effnet.names import (CLASSIFIER_LAYER, DROPOUT_LAYER, HEAD_PREFIX, IN
                                 PYRAMID_STRIDES, pyramid_key)
 from keras_effnet.profile import check_buildable
 from keras_effnet.variants import Variant, resolve_variant
-from keras_effnet.weights import load_weights
 
 __all__ = ["build", "resolve_variant", "preprocessing_constants", "DROPOUT_LAYER",
            "CLASSIFIER_LAYER", "INPUT_LAYER", "model_image_size", "pyramid_channels"]
@@ -40,7 +39,8 @@ def preprocessing_constants(kind: str) -> tuple[tuple[float, ...], tuple[float, 
     """Per-channel (scale, offset) with ``y = x * scale + offset`` for pixels in [0, 255].
 
     imagenet: ``(x / 255 - mean) / std``; symmetric: ``(x - 128) / 128``;
-    lite: ``(x - 127) / 128``; none: identity.
+    lite: ``(x - 127) / 128``; inception: ``x / 127.5 - 1`` (AdvProp's weights); none:
+    identity.
     """
     if kind == "imagenet":
         scale = tuple(1.0 / (255.0 * s) for s in IMAGENET_STD)
@@ -49,6 +49,8 @@ def preprocessing_constants(kind: str) -> tuple[tuple[float, ...], tuple[float, 
         scale, offset = (1.0 / 128.0,) * 3, (-1.0,) * 3
     elif kind == "lite":
         scale, offset = (1.0 / 128.0,) * 3, (-127.0 / 128.0,) * 3
+    elif kind == "inception":
+        scale, offset = (1.0 / 127.5,) * 3, (-1.0,) * 3
     elif kind == "none":
         scale, offset = (1.0,) * 3, (0.0,) * 3
     else:
@@ -62,7 +64,7 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
           weights: str | None = None,
           input_shape: tuple[int | None, int | None, int] | None = None,
           pooling: str | None = None,
-          classes: int = 1000,
+          classes: int | None = None,
           classifier_activation: str | None = "softmax",
           include_preprocessing: bool = True,
           dropout: float | None = None,
@@ -80,15 +82,20 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
             :class:`Variant`, or a custom architecture (block strings).
         arch: a custom architecture, as an alternative to ``name_or_arch``.
         include_top: end with pooling, dropout and the ``classes``-way classifier.
-        weights: None (random init), or a path to start from: a ``.weights.h5``,
-            ``.keras`` or ``.h5`` file saved from keras_effnet or keras.applications (the
-            same architecture), or a training run directory (its final model). A
-            classifier of another class count is left new; see
-            :func:`keras_effnet.weights.load_weights`. Nothing is downloaded.
+        weights: None (random init); a pretrained tag of the variant
+            (``"imagenet"``, ``"imagenet21k-ft1k"``, ...: :func:`keras_effnet.list_weights`),
+            downloaded once into keras' cache and verified; or a path: a ``.weights.h5``,
+            ``.keras`` or ``.h5`` file saved from keras_effnet or keras.applications, an
+            official checkpoint (``.tar.gz`` / ``.tgz``, its directory or prefix), or a
+            training run directory. The input normalisation follows the tag's (AdvProp's
+            differs). A classifier of another class count is left new; see
+            :func:`keras_effnet.weights.load_weights`.
         input_shape: ``(height, width, 3)``; default ``(None, None, 3)`` so one model
             runs at every image size (progressive learning).
         pooling: without top, ``None`` (feature map), ``"avg"`` or ``"max"``.
-        classes, classifier_activation: the classifier, as keras.applications.
+        classes: the classifier's classes: default the tag's (21,843 for
+            ``imagenet21k``), else 1000; another count keeps a new classifier.
+        classifier_activation: as keras.applications.
         include_preprocessing: inputs are pixels in [0, 255], normalised inside the
             model with the variant's fixed constants.
         dropout, drop_path_rate, width, depth: override the variant's values.
@@ -105,6 +112,11 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
     layers = keras_module.layers
     variant = resolve_variant(name_or_arch, arch=arch, base=base, dropout=dropout,
                               drop_path_rate=drop_path_rate, width=width, depth=depth)
+    tag = _weight_tag(variant, weights, name_or_arch, arch)
+    if tag is not None:
+        variant = variant.replace(preprocessing=tag.preprocessing)
+    if classes is None:
+        classes = tag.classes if tag is not None else 1000
     _check_arguments(include_top, weights, pooling, classes, input_shape, pyramid_outputs)
     # Sizes that cannot be built in memory are refused from the arithmetic, in
     # milliseconds, before Keras starts allocating (or hangs on a million blocks).
@@ -133,8 +145,22 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
                       keras_module)
         model = keras_module.Model(inputs, x, name=name or variant.name)
     if weights is not None:
-        load_weights(model, weights)
+        from keras_effnet.weights import load_weights
+        load_weights(model, weights, variant=variant.name)
     return model
+
+
+def _weight_tag(variant: Variant, weights, name_or_arch, arch):
+    """The table row of ``weights`` when it is a tag (None for a path or no weights)."""
+    from keras_effnet.weights.table import get_weight_tag, is_tag
+    if not is_tag(weights) or os.path.exists(weights):
+        return None
+    if arch is not None or not isinstance(name_or_arch, (str, Variant)) or \
+            variant.family == "custom":
+        raise ValueError(f"weights={weights!r} is a pretrained tag of a built-in variant; "
+                         "a custom architecture has none (pass a weights file of it). "
+                         f"Received: weights={weights!r}")
+    return get_weight_tag(variant.name, weights)
 
 
 def _head(ops, variant, x, include_top, pooling, classes, classifier_activation,
@@ -206,15 +232,12 @@ def _compute_dtype(keras_module) -> str:
 def _check_arguments(include_top, weights, pooling, classes, input_shape,
                      pyramid_outputs) -> None:
     if weights is not None:
-        if weights == "imagenet":
-            raise ValueError(
-                "weights='imagenet' would need a download, which keras_effnet never does. "
-                "Build the keras.applications model with ImageNet weights once, then "
-                "keras_effnet.port.from_keras_applications(that_model, model); or pass the "
-                "path of a .weights.h5 file.")
-        if not isinstance(weights, (str, os.PathLike)) or not os.path.exists(weights):
-            raise ValueError("weights must be None or the path of an existing weights file "
-                             f"or run directory. Received: weights={weights!r}")
+        from keras_effnet.weights.checkpoint import is_checkpoint
+        if not isinstance(weights, (str, os.PathLike)) or not (
+                os.path.exists(weights) or is_checkpoint(weights)):
+            raise ValueError("weights must be None, a pretrained tag (keras_effnet."
+                             "list_weights()) or the path of an existing weights file, "
+                             f"checkpoint or run directory. Received: weights={weights!r}")
     if pyramid_outputs and (include_top or pooling is not None):
         raise ValueError("pyramid_outputs=True returns feature maps: it needs "
                          "include_top=False and pooling=None. Received: "

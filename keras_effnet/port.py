@@ -1,10 +1,10 @@
 """Weights from keras.applications' EfficientNet / EfficientNetV2 into keras_effnet models.
 
-The two builders create the same weighted layers in the same order (stem, then per block
-expand, depthwise, squeeze-excite, project, then head and classifier), so weights move
-layer by layer; every pair is checked for kind and shape before anything is copied. The
-only weighted layer keras.applications has and we do not is V1's ``Normalization``
-(7 numbers of preprocessing state): keras_effnet normalises with fixed constants.
+Layers are paired by name through :func:`keras_effnet.weights.mapping.keras_applications_names`
+(``stage2_block01_expand_conv`` is keras' ``block2a_expand_conv``) and assigned by
+:func:`keras_effnet.weights.assign`, which checks every shape first. The one weighted
+layer keras.applications has and we do not is V1's ``Normalization`` (7 numbers of
+preprocessing state): keras_effnet normalises with fixed constants.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ KERAS_APPLICATIONS_NAMES = {
     "efficientnetv2-m": "EfficientNetV2M",
     "efficientnetv2-l": "EfficientNetV2L",
 }
-_KINDS = {"Conv2D": "conv", "DepthwiseConv2D": "depthwise", "BatchNormalization": "bn",
-          "Dense": "dense"}
+# keras.applications' weighted layers that keras_effnet holds as constants.
+_PREPROCESSING = ("Normalization",)
 
 
 class PortError(ValueError):
@@ -43,59 +43,49 @@ def keras_applications_model(name: str, **kwargs: Any):
     return getattr(keras.applications, KERAS_APPLICATIONS_NAMES[name])(**kwargs)
 
 
-def _weighted_layers(model) -> list:
-    layers = []
-    for layer in model.layers:
-        kind = _KINDS.get(type(layer).__name__)
-        if kind is not None:
-            layers.append((kind, layer))
-        elif type(layer).__name__ not in ("Normalization",) and layer.weights and \
-                not hasattr(layer, "layers"):
-            raise PortError(f"Unexpected weighted layer {layer.name!r} "
-                            f"({type(layer).__name__}) in {model.name!r}")
-    return layers
-
-
 def from_keras_applications(source: Any, model: Any) -> Any:
     """Copies a keras.applications EfficientNet(V2) into ``model`` (in place; returned).
 
     Args:
         source: a keras.applications EfficientNet / EfficientNetV2 model, or the path of
-            a weights file saved from one (``.h5`` or ``.weights.h5``); for a path, the
-            keras.applications model is built from ``model.name`` and its top.
+            a weights file saved from one (``.h5`` or ``.weights.h5``).
         model: a keras_effnet model of the same variant, top and class count.
 
     Raises:
         PortError: the architectures differ; nothing is copied then.
     """
-    if isinstance(source, (str, os.PathLike)):
-        source = _load_source(os.fspath(source), model)
-    src = _weighted_layers(source)
-    dst = _weighted_layers(model)
-    if len(src) != len(dst):
-        raise PortError(f"{source.name!r} has {len(src)} weighted layers, {model.name!r} has "
-                        f"{len(dst)}: they are not the same architecture (variant, "
-                        "include_top and classes must match).")
-    pairs = []
-    for (skind, slayer), (dkind, dlayer) in zip(src, dst):
-        sw, dw = slayer.get_weights(), dlayer.get_weights()
-        if skind != dkind or [w.shape for w in sw] != [w.shape for w in dw]:
-            raise PortError(
-                f"Layer mismatch: {slayer.name!r} ({skind}, {[w.shape for w in sw]}) vs "
-                f"{dlayer.name!r} ({dkind}, {[w.shape for w in dw]}): the models are not the "
-                "same architecture; nothing was copied.")
-        pairs.append((dlayer, sw))
-    for layer, weights in pairs:
-        layer.set_weights(weights)
+    from keras_effnet.weights import assign, load_weights
+    from keras_effnet.weights.mapping import keras_applications_names, weighted_layers
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            if not os.path.exists(source):
+                raise FileNotFoundError(
+                    f"No weights file at {os.fspath(source)!r}. keras.applications' "
+                    "ImageNet weights: keras_effnet.build(name, weights='imagenet') "
+                    "downloads them once into keras' cache.")
+            load_weights(model, source)  # a classifier of another count stays new
+        else:
+            layers = weighted_layers(model)
+            family = "v2" if "efficientnetv2" in source.name else "v1"
+            names = keras_applications_names([layer.name for layer in layers], family)
+            theirs = {layer.name: layer for layer in source.layers
+                      if layer.weights and type(layer).__name__ not in _PREPROCESSING}
+            mapped = {ours: (names[ours], tuple(theirs[names[ours]].get_weights()))
+                      for ours in names if names[ours] in theirs}
+            _check_classifiers(source, model)
+            taken = {label for label, _ in mapped.values()}
+            assign(model, mapped, [n for n in theirs if n not in taken], source.name)
+    except ValueError as e:
+        raise PortError(f"{e} (variant, include_top and classes must match; nothing was "
+                        "copied)") from None
     return model
 
 
-def _load_source(path: str, model: Any):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No weights file at {path!r}. Download the keras.applications "
-                                "weights once on a machine with internet and pass its path.")
-    include_top = any(layer.name == CLASSIFIER_LAYER for layer in model.layers)
-    kwargs: dict[str, Any] = {"include_top": include_top, "weights": path}
-    if include_top:
-        kwargs["classes"] = model.get_layer(CLASSIFIER_LAYER).units
-    return keras_applications_model(model.name, **kwargs)
+def _check_classifiers(source: Any, model: Any) -> None:
+    def units(m):
+        layer = next((x for x in m.layers if x.name == CLASSIFIER_LAYER), None)
+        return None if layer is None else int(layer.units)
+    if units(source) != units(model):
+        raise PortError(f"The classifiers differ ({units(source)} vs {units(model)} "
+                        "classes; None: no top): variant, include_top and classes must "
+                        "match; nothing was copied.")

@@ -57,6 +57,13 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path beside ``path`` (hidden, same extension) to write to; renamed
@@ -72,6 +79,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1],
                                dir=directory or ".")
     os.close(fd)
+    # mkstemp makes 0600; the file gets the mode open() would give it, so a TF-Serving
+    # container running as another user can read what the package writes.
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)

@@ -24,7 +24,7 @@ from keras_effnet.scaling import ScaledBlock, expand_stages, round_filters, roun
 __all__ = ["Variant", "get_variant", "list_models", "VARIANTS", "custom_variant",
            "resolve_variant", "is_arch_string"]
 
-PREPROCESSING = ("imagenet", "symmetric", "lite", "none")
+PREPROCESSING = ("imagenet", "symmetric", "lite", "inception", "none")
 # Blocks a network may have once depth-scaled: ten times V2-XL's 100. Beyond it a model
 # takes minutes (a million repeats: hours) to build and profile, so it is refused first.
 MAX_BLOCKS = 1000

@@ -106,10 +106,10 @@ def test_mismatched_architectures_copy_nothing():
     target = keras_effnet.build("efficientnetv2-b1", include_top=False,
                                 input_shape=(SIZE, SIZE, 3))
     before = [w.copy() for w in target.get_weights()]
-    with pytest.raises(PortError, match="not the same architecture"):
+    with pytest.raises(PortError, match="another architecture.*nothing was copied"):
         from_keras_applications(source, target)
     assert all(np.array_equal(a, b) for a, b in zip(before, target.get_weights()))
     with pytest.raises(PortError, match="counterpart"):
         keras_applications_model("efficientnet-lite0")
-    with pytest.raises(FileNotFoundError, match="Download"):
+    with pytest.raises(FileNotFoundError, match="weights='imagenet'"):
         from_keras_applications("/nonexistent.h5", target)

@@ -8,7 +8,8 @@ import keras_effnet
 from keras_effnet.names import CLASSIFIER_LAYER
 from keras_effnet.port import keras_applications_model
 from keras_effnet.run_dir import RunDir
-from keras_effnet.weights import freeze, load_weights
+from keras_effnet.train.finetune import freeze
+from keras_effnet.weights import load_weights
 
 TINY = ["r1_k3_s1_e1_i8_o8_f", "r1_k3_s2_e2_i8_o16_se0.25"]
 SIZE = 32

@@ -59,7 +59,7 @@ from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import schedules
 from keras_effnet.train import strategy as strategy_lib
-from keras_effnet.weights import FREEZE_MODES
+from keras_effnet.train.finetune import FREEZE_MODES
 
 __all__ = ["TrainConfig", "TrainResult", "DEFAULT_MODEL", "DATASETS", "DEFAULT_DATASET",
            "EMBEDDED_DATASETS", "LR_SCHEDULES",
@@ -177,9 +177,11 @@ class TrainConfig:
     # Fine-tuning (finetune.py).
     init_weights: str | None = cli.option(
         None, help="Start from these weights (fresh runs; a resumed run continues its "
-        "checkpoint): a keras_effnet or keras.applications .weights.h5 / .keras / .h5 "
-        "file of the same architecture, or a finished run's model_dir. A new class count "
-        "(or another run's classes) gets a new classifier.")
+        "checkpoint): a pretrained tag of --model (imagenet, imagenet21k-ft1k, ...: "
+        "keras_effnet.list_weights()), downloaded once and cached; a keras_effnet or "
+        "keras.applications .weights.h5 / .keras / .h5 file of the same architecture; an "
+        "official checkpoint (.tar.gz, directory or prefix); or a finished run's "
+        "model_dir. A new class count (or another run's classes) gets a new classifier.")
     freeze: str = cli.option(
         "none", choices=FREEZE_MODES,
         help="backbone: train only the classifier (BatchNorm frozen); bn: train everything "
@@ -292,9 +294,9 @@ class TrainConfig:
         if self.init_weights and not run_dir.checkpoints_dir.is_dir():
             # A fresh run reads them (a resumed one continues its checkpoint): the file's
             # layout now, its fit to the model when the model is built.
-            from keras_effnet.weights import check_readable
+            from keras_effnet.weights import check_weights
             try:
-                check_readable(self.init_weights)
+                check_weights(self.init_weights, self.weights_variant())
             except ValueError as e:
                 raise ConfigError(str(e), "init_weights") from None
 
@@ -337,10 +339,35 @@ class TrainConfig:
         and freeze schedule a resumed run must share."""
         if self.init_weights is None and self.freeze == "none":
             return None
-        return {"init_weights": os.path.abspath(self.init_weights) if self.init_weights
-                else None, "freeze": self.freeze, "unfreeze_at_epoch": self.unfreeze_at_epoch,
+        return {"init_weights": self._init_weights_key(), "freeze": self.freeze, "unfreeze_at_epoch": self.unfreeze_at_epoch,
                 "unfreeze_lr_factor": self.unfreeze_lr_factor
                 if self.unfreeze_at_epoch is not None else None}
+
+    def _init_weights_key(self) -> str | None:
+        from keras_effnet.weights import is_tag
+        if not self.init_weights or (is_tag(self.init_weights)
+                                     and not os.path.exists(self.init_weights)):
+            return self.init_weights or None
+        return os.path.abspath(self.init_weights)
+
+    def init_weights_tag(self) -> Any:
+        """The pretrained-weights row ``init_weights`` names (None for a path or none)."""
+        from keras_effnet.weights import get_weight_tag, is_tag
+        if not self.init_weights or not is_tag(self.init_weights) or \
+                os.path.exists(self.init_weights):
+            return None
+        try:
+            return get_weight_tag(self.weights_variant(), self.init_weights)
+        except ValueError as e:
+            raise ConfigError(str(e), "init_weights") from None
+
+    def weights_variant(self) -> str:
+        """The built-in variant whose tags ``init_weights`` may name (``--model``)."""
+        from keras_effnet.variants import get_variant
+        try:
+            return get_variant(self.model).name
+        except ValueError:
+            return self.model
 
     # --- defaults resolved at run time -------------------------------------------------
 
@@ -355,11 +382,15 @@ class TrainConfig:
 
         defaults = self.dataset_defaults()
         scaling = dict(width=self.width, depth=self.depth)
-        if self.model == DEFAULT_MODEL:
+        if self.model == DEFAULT_MODEL and self.init_weights_tag() is None:
+            # The small embedded-set scaling, unless pretrained weights need the variant.
             for key, value in defaults.get("model_scaling", {}).items():
                 if scaling[key] is None:
                     scaling[key] = value
         variant = resolve_variant(self.model, dropout=self.dropout, **scaling)
+        tag = self.init_weights_tag()
+        if tag is not None:  # the pretrained weights' input normalisation (AdvProp's differs)
+            variant = variant.replace(preprocessing=tag.preprocessing)
         if scaling["width"] not in (None, 1.0) or scaling["depth"] not in (None, 1.0):
             suffix = f"-w{variant.width:g}-d{variant.depth:g}"
             variant = variant.replace(name=variant.name + suffix)

@@ -25,19 +25,61 @@ model loads: export's pruning fine-tune, or a later fine-tune, decides for itsel
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Sequence
 
 from keras_effnet.errors import ConfigError
-from keras_effnet.names import CLASSIFIER_LAYER
-from keras_effnet.weights import freeze, load_weights
+from keras_effnet.names import CLASSIFIER_LAYER, HEAD_PREFIX
 
-__all__ = ["freeze_mode", "set_phase", "start", "lr_phase", "UNFROZEN"]
+__all__ = ["freeze", "FREEZE_MODES", "freeze_mode", "set_phase", "start", "lr_phase",
+           "UNFROZEN"]
+
+FREEZE_MODES = ("none", "backbone", "bn")
+# The layers keras_effnet builds before the classifier: what ``include_top=False`` keeps.
+_BACKBONE_LAYER = re.compile(rf"preprocessing|stem_.*|stage\d+_block\d+_.*|{HEAD_PREFIX}.*")
 
 # The second phase: everything trains but BatchNorm.
 UNFROZEN = "bn"
 _TRAINS = {"none": "every layer",
            "backbone": "the classifier only (backbone frozen, BatchNorm in inference mode)",
            "bn": "every layer but BatchNorm (inference mode, statistics fixed)"}
+
+
+def freeze(model: Any, mode: str) -> Any:
+    """Sets which layers train when fine-tuning; returns ``model`` (changed in place).
+
+    Every layer's ``trainable`` is set, so the result depends on ``mode`` alone, not on
+    an earlier call. Compile (again) afterwards: Keras reads ``trainable`` at compile.
+
+    Args:
+        model: a keras_effnet model, alone or inside a larger functional model.
+        mode: ``"none"``: everything trains. ``"backbone"``: only layers outside the
+            backbone train -- the classifier and any layers added around the model; the
+            backbone is everything ``include_top=False`` keeps (stem, blocks and the head
+            conv and BN, as keras.applications' base model), its BatchNorm in inference
+            mode (the keras fine-tuning guide trains the new classifier only). ``"bn"``:
+            everything trains except BatchNormalization, which runs in inference mode
+            with its statistics fixed (the guide's rule for unfreezing EfficientNet).
+    """
+    if mode not in FREEZE_MODES:
+        raise ValueError(f"mode must be one of {FREEZE_MODES}. Received: mode={mode!r}")
+    model.trainable = True
+    for layer in _all_layers(model):
+        if mode == "backbone":
+            layer.trainable = not _BACKBONE_LAYER.fullmatch(layer.name)
+        elif mode == "bn":
+            layer.trainable = type(layer).__name__ != "BatchNormalization"
+        else:
+            layer.trainable = True
+    return model
+
+
+def _all_layers(model: Any):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+        else:
+            yield layer
 
 
 def freeze_mode(freeze_: str, unfreeze_at_epoch: int | None, epoch: int) -> str:
@@ -74,10 +116,11 @@ def start(state: Any, config: Any, class_names: Sequence[str],
             log(f"Warning: freeze={config.freeze!r} without init_weights: the frozen layers "
                 "keep their random initialisation.")
         return []
+    from keras_effnet.weights import load_weights
     head = state.model.get_layer(CLASSIFIER_LAYER)
     initial = head.get_weights()
     try:
-        new = load_weights(state.model, config.init_weights)
+        new = load_weights(state.model, config.init_weights, variant=config.weights_variant())
     except ValueError as e:
         raise ConfigError(str(e), "init_weights") from None
     theirs = _run_class_names(config.init_weights)

@@ -46,7 +46,7 @@ from keras_effnet.train import steps as steps_lib
 from keras_effnet.train import strategy as strategy_lib
 from keras_effnet.train.config import DEFAULT_MODEL, TrainConfig, TrainResult
 from keras_effnet.train.fit import set_dropout
-from keras_effnet.weights import freeze
+from keras_effnet.train.finetune import freeze
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "NonFiniteLossError",
            "DEFAULT_MODEL"]
