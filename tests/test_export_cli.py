@@ -28,8 +28,10 @@ def _tiny_variant():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return make_run_dir(tmp_path_factory.mktemp("run") / "run", tiny_model(size=None),
-                        _tiny_variant(), eval_image_size=16)
+    variant = _tiny_variant()  # the model is named after it, as the trainer names it
+    return make_run_dir(tmp_path_factory.mktemp("run") / "run",
+                        tiny_model(size=None, name=variant.name), variant,
+                        eval_image_size=16)
 
 
 def _assert_one_line_error(result, *fragments):

@@ -4,7 +4,7 @@ file."""
 
 import json
 
-from keras_effnet.bench import reliability
+from keras_effnet.bench import reliability, search_hostile
 from keras_effnet.bench.sections import reliability as section
 
 
@@ -22,6 +22,21 @@ def test_unlucky_disks_and_misleading_inputs_end_cleanly(tmp_path):
     summary = {k: result[k] for k in ("crashed", "hangs", "partial_files", "lost_files")}
     assert summary == {"crashed": 0, "hangs": 0, "partial_files": 0, "lost_files": 0}, \
         json.dumps(result["cases"], indent=1)
-    assert result["tried"] == 10
+    assert result["tried"] == 11
     row = section._hostile_row("(f)", result, "partial_files", "partial files")
-    assert row["ok"] and row["result"].startswith("10 tried: 0 crashes, 0 hangs")
+    assert row["ok"] and row["result"].startswith("11 tried: 0 crashes, 0 hangs")
+
+
+def test_the_hostile_search_set_ends_cleanly(tmp_path):
+    # The cases in one process; the racing, two-worker and PostgreSQL ones have their
+    # own tests (test_search_study.py, test_search_postgres.py).
+    quick = ("torn_tail", "damaged_middle", "huge_grids", "bad_storages", "lite_nas_space",
+             "deep_grid", "renamed_and_refused")
+    result = search_hostile.hostile_search(tmp_path, only=quick)
+    summary = {k: result[k] for k in ("tried", "crashed", "hangs", "duplicates",
+                                      "lost_files")}
+    assert summary == {"tried": 7, "crashed": 0, "hangs": 0, "duplicates": 0,
+                       "lost_files": 0}, json.dumps(result["cases"], indent=1)
+    row = section._hostile_row("(g)", result, "duplicates", "duplicate trainings")
+    assert row["ok"] and row["result"].startswith("7 tried: 0 crashes, 0 hangs, 0 "
+                                                  "duplicate trainings, 0 files lost")

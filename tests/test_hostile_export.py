@@ -116,3 +116,84 @@ def test_two_exports_started_together_both_finish(tmp_path):
     assert (reports["a"].version, reports["b"].version) == (1, 2)
     assert serving_config.existing_versions(tmp_path / "saved_models" / "pair") == [1, 2]
     assert not list((tmp_path / "saved_models" / "pair").glob(".reserved-*"))
+
+
+# --- a run directory that does not hold what config.json says (issue 31) ----------------
+
+
+def _tiny_run(tmp_path, name="tiny-run", arch=TINY_ARCH, classes=2, size=32):
+    from test_export_support import make_run_dir
+
+    from keras_effnet.variants import custom_variant
+    variant = custom_variant(arch, name=name)
+    model = tiny_model(size=None, classes=classes, name=name) if arch is TINY_ARCH else \
+        __import__("keras_effnet").build(arch=arch, classes=classes, name=name)
+    return make_run_dir(tmp_path / "run", model, variant, eval_image_size=size,
+                        dataset="digits"), variant
+
+
+def _export(tmp_path, run, **options):
+    config = ExportConfig(model_dir=str(run), formats=("saved_model",),
+                          saved_models=str(tmp_path / "saved_models"), **options)
+    return job.run(config, log=lambda _: None)
+
+
+def _nothing_exported(tmp_path):
+    base = tmp_path / "saved_models"
+    return not base.exists() or not [p for p in base.rglob("*")
+                                     if p.name != ".export.lock"]
+
+
+def test_a_swapped_final_model_is_refused_and_nothing_is_written(tmp_path):
+    from keras_effnet.run_dir import RunDir
+    run, _ = _tiny_run(tmp_path)
+    other = tiny_model(size=None, classes=2, name="tiny-run")
+    wider = __import__("keras_effnet").build(  # same name, another network
+        arch=["r1_k3_s1_e1_i8_o16_f", "r1_k3_s2_e4_i16_o16_se0.25"], classes=2,
+        name="tiny-run")
+    assert other.count_params() != wider.count_params()
+    RunDir(run).save_model(wider)
+    with pytest.raises(ConfigError, match="is not the network .*config.json describes: it "
+                       "has .* parameters") as error:
+        _export(tmp_path, run)
+    assert error.value.field == "model_dir" and _nothing_exported(tmp_path)
+
+
+def test_an_edited_variant_name_is_refused(tmp_path):
+    import json
+    run, _ = _tiny_run(tmp_path)
+    path = run / "config.json"
+    data = json.loads(path.read_text())
+    data["variant"]["name"] = "efficientnet-b7"  # the served name would lie
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="it is named 'tiny-run', config.json's variant "
+                       "'efficientnet-b7'"):
+        _export(tmp_path, run)
+    assert _nothing_exported(tmp_path)
+
+
+@pytest.mark.parametrize("size", [-5, "abc", 2.5, True, 10 ** 9])
+def test_a_bad_eval_image_size_is_one_error_and_leaves_no_folder(tmp_path, size):
+    import json
+    run, _ = _tiny_run(tmp_path)
+    path = run / "config.json"
+    data = json.loads(path.read_text())
+    data["eval_image_size"] = size
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="eval_image_size") as error:
+        _export(tmp_path, run)
+    assert error.value.field in ("model_dir", "image_size")
+    assert _nothing_exported(tmp_path)
+
+
+def test_a_failed_export_leaves_no_empty_model_folder(tmp_path):
+    dirs = [tmp_path / "saved_models", tmp_path / "tflite"]
+    with pytest.raises(RuntimeError):
+        with serving_config.reserve_version(dirs, "cats"):
+            assert (dirs[0] / "cats").is_dir()
+            raise RuntimeError("the conversion failed")
+    assert not (dirs[0] / "cats").exists() and not (dirs[1] / "cats").exists()
+    (dirs[0] / "dogs" / "1").mkdir(parents=True)  # an earlier export's: kept
+    with serving_config.reserve_version(dirs, "dogs") as version:
+        assert version == 2
+    assert (dirs[0] / "dogs" / "1").is_dir() and not (dirs[1] / "dogs").exists()

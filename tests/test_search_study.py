@@ -6,51 +6,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
+from keras_effnet.bench.search_hostile import (stand_in_study, start_interleaved,
+                                                 two_workers)
 from keras_effnet.errors import ConfigError
-from keras_effnet.search import SearchConfig
-from keras_effnet.search.study import Proposal, Study, import_optuna
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
-
-def fake_study(study_dir, trials=3, storage=None, values=8, twins=2, seconds=0.0,
-               marks=None, diverge=(), seed=0, epochs=10, interrupt=()):
-    """A Study whose candidates are ``x`` in ``range(values)``; ``x`` and ``x + values //
-    twins`` are the same network (key ``x % (values // twins)``). Training is a sleep
-    that records the key in ``marks`` (a directory: one file per training)."""
-    from keras_effnet.train.trainer import NonFiniteLossError
-
-    optuna = import_optuna()
-    config = SearchConfig(search="nas", sampler="random", study_dir=str(study_dir),
-                          storage=storage, trials=trials, seed=seed, epochs=epochs)
-    distinct = values // twins
-
-    def propose(trial):
-        x = trial.suggest_categorical("x", list(range(values)))
-        return Proposal(params={"x": x}, variant=None, image_size=16,
-                        key=f"k{x % distinct}", slug=f"x{x}", info={})
-
-    def evaluate(proposal, trial):
-        if marks is not None:
-            Path(marks, f"{proposal.key}-{os.getpid()}-{trial.number}").touch()
-        time.sleep(seconds)
-        x = proposal.params["x"] % distinct
-        if x in diverge:
-            raise NonFiniteLossError("Loss became nan")
-        if x in interrupt:
-            raise KeyboardInterrupt
-        return {"top1": 0.5 + x / 100, "train_s": seconds, "reward": 0.5 + x / 100}
-
-    return Study(config, directions=["maximize"],
-                 sampler_fn=lambda s: optuna.samplers.RandomSampler(seed=s),
-                 propose=propose, evaluate=evaluate, objective_values=lambda r: r["top1"],
-                 first=None, log=lambda message: None)
+fake_study = stand_in_study  # training is a sleep that leaves one file in marks
 
 
 def _trials(study):
@@ -157,27 +120,14 @@ def test_an_rdb_url_holds_the_study(tmp_path):
     assert study.distinct() == 2 and not (tmp_path / "s" / "study.journal").exists()
 
 
-WORKER = """
-import sys
-sys.path.insert(0, {here!r})
-from test_search_study import fake_study
-fake_study({study_dir!r}, trials=8, values=32, twins=2, seconds=1.0,
-           marks={marks!r}).run(lambda s, t: None)
-"""
-
-
 @pytest.mark.slow
 def test_two_processes_share_one_journal_without_duplicates(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
-    code = WORKER.format(here=str(HERE), study_dir=str(tmp_path / "s"), marks=str(marks))
-    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT) for _ in range(2)]
-    for worker in workers:
-        assert worker.wait(timeout=120) == 0
-    trained = [p.name.split("-") for p in marks.iterdir()]
-    keys = [key for key, *_ in trained]
+    trained = two_workers(tmp_path / "s", marks, trials=8, values=32, seconds=1.0)
+    keys = [key for key, _ in trained]
     assert len(keys) == len(set(keys)), sorted(keys)  # no network trained twice
-    assert len({pid for _, pid, _ in trained}) == 2  # both workers trained some
+    assert len({pid for _, pid in trained}) == 2  # both workers trained some
     study = fake_study(tmp_path / "s", trials=8, values=32, twins=2)
     assert 8 <= study.distinct() <= 9  # a worker may finish one more as the other stops
     assert not [t for t in _trials(study) if t.state.name in ("RUNNING", "FAIL")]
@@ -284,37 +234,14 @@ def test_a_claim_whose_trial_died_is_taken_over(tmp_path):
         claim_name("s", "k0", 1)
 
 
-INTERLEAVED = """
-import sys, time
-from pathlib import Path
-sys.path.insert(0, {here!r})
-from test_search_study import fake_study
-role, marks = sys.argv[1], Path({marks!r})
-study = fake_study({study_dir!r}, trials=1, values=1, twins=1, seconds=3.0, marks=marks)
-if role == "low":
-    trial = study.study.ask()  # trial 0, asked first, proposes last
-    Path(marks.parent, "asked").touch()
-    while not list(marks.iterdir()):  # until the later trial is training
-        time.sleep(0.1)
-else:
-    while not Path(marks.parent, "asked").exists():
-        time.sleep(0.1)
-    trial = study.study.ask()  # trial 1
-study.study.tell(trial, study.objective(trial))
-"""
-
-
 @pytest.mark.slow
 def test_a_lower_trial_proposing_later_does_not_train_twice(tmp_path):
     """Trial 0 is asked first but proposes network k0 while trial 1 (another process)
     already trains it: it waits for trial 1's result instead of training k0 again."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    code = INTERLEAVED.format(here=str(HERE), study_dir=str(tmp_path / "s"),
-                              marks=str(marks))
     fake_study(tmp_path / "s", trials=1)  # created before either worker starts
-    workers = [subprocess.Popen([sys.executable, "-c", code, role], cwd=ROOT)
-               for role in ("low", "high")]
+    workers = start_interleaved(tmp_path / "s", marks)
     for worker in workers:
         assert worker.wait(timeout=120) == 0
     trained = [p.name for p in marks.iterdir()]

@@ -369,6 +369,31 @@ def hostile_files(work_dir: str | os.PathLike, slow_s: float = 30.0) -> dict[str
         except ValueError:
             return True, 0
 
+    def swapped_run(root):
+        from keras_effnet.export import job
+        from keras_effnet.variants import custom_variant
+
+        variant = custom_variant(TINY_ARCH)
+        run = RunDir(root / "run")
+        other = TINY_ARCH.replace("_o16", "_o24")  # the same name, a wider network
+        run.save_model(keras_effnet.build(other, classes=2, name=variant.name))
+        run.write_labels(["cat", "dog"])
+        config = RunConfig(model=variant.name, variant=variant.to_dict(), dataset="digits",
+                           num_classes=2, class_names=("cat", "dog"), eval_image_size=16)
+        run.write_config(config)
+        export = ExportConfig(model_dir=str(run.path), formats=("saved_model",),
+                              saved_models=str(root / "saved_models"))
+        refused = 0
+        for edit in (None, {"eval_image_size": 10 ** 9}):
+            if edit:
+                run.write_config(dataclasses.replace(config, **edit))
+            try:
+                job.run(export, log=lambda line: None)
+            except ConfigError:
+                refused += 1
+        left = [p for p in (root / "saved_models").rglob("*") if p.name != ".export.lock"]
+        return refused == 2 and not left, 0
+
     cases = [("final_model.keras save on a full disk", full_disk_save),
              ("newest checkpoint truncated", damaged_checkpoint),
              ("config.json garbage", garbage_run_files),
@@ -380,7 +405,9 @@ def hostile_files(work_dir: str | os.PathLike, slow_s: float = 30.0) -> dict[str
              ("model_name with a newline, version 2**63, depth 1e6, width inf",
               bad_request_values),
              ("image folder with symlink loops", symlink_loops),
-             ("class folder with a newline in its name", line_break_class)]
+             ("class folder with a newline in its name", line_break_class),
+             ("export of a swapped final_model.keras; eval_image_size 10**9",
+              swapped_run)]
     rows, counts = [], {"tried": 0, "crashed": 0, "hangs": 0, "partial_files": 0,
                         "lost_files": 0}
     for i, (what, case) in enumerate(cases):

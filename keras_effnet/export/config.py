@@ -25,6 +25,9 @@ __all__ = ["ExportConfig", "ExportError", "DEFAULT_MODEL_NAME"]
 
 # The served name of a model whose variant name is not a valid directory name.
 DEFAULT_MODEL_NAME = "efficientnet-custom"
+# Every variant evaluates at 600 px or less; a held-out image at 10^9 px was an OOM after
+# the model folders were made.
+MAX_IMAGE_SIZE = 4096
 
 
 class ExportError(ConfigError):
@@ -136,6 +139,8 @@ class ExportConfig:
                or self.representative_images >= MIN_REPRESENTATIVE_IMAGES,
                "representative_images", f"must be >= {MIN_REPRESENTATIVE_IMAGES} for int8 "
                "calibration", self.representative_images)
+        _check(self.image_size is None or _is_image_size(self.image_size), "image_size",
+               f"must be an integer from 1 to {MAX_IMAGE_SIZE}", self.image_size)
         _check(self.max_eval_images is None or self.max_eval_images >= 1, "max_eval_images",
                "must be >= 1 (or None: all)", self.max_eval_images)
         problem = self.model_name and serving_config.check_model_name(self.model_name)
@@ -185,6 +190,12 @@ class ExportConfig:
                 RunDir(self.model_dir).check_finished()
             except RunDirError as e:
                 raise ExportError(str(e), "model_dir") from None
+            size = self.run_config().eval_image_size
+            if not self.image_size and size and not _is_image_size(size):
+                raise ExportError(
+                    f"{RunDir(self.model_dir).config_path} has eval_image_size={size!r}, "
+                    f"not an image size (an integer from 1 to {MAX_IMAGE_SIZE}): restore "
+                    "it, or pass image_size.", "model_dir")
         else:
             from keras_effnet.builder import resolve_variant
             try:
@@ -235,3 +246,8 @@ class ExportConfig:
             except serving_config.VersionExistsError as e:
                 raise ExportError(str(e), "version") from None
             yield version
+
+
+def _is_image_size(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and 1 <= value <= MAX_IMAGE_SIZE)

@@ -69,8 +69,8 @@ def _load(config: ExportConfig, log: Callable[[str], None], version: int) -> Exp
     if run_dir is not None:
         log(f"loading {run_dir.final_model_path}")
         model = run_dir.load_model()
-        variant = (run_config.variant_record() if run_config.variant
-                   else resolve_variant(run_config.model or model.name))
+        variant = _run_variant(run_dir, run_config, model)
+        _check_model(model, variant, run_dir, run_config)
         if any(getattr(layer, "dtype_policy", None) is not None
                and layer.dtype_policy.compute_dtype != "float32" for layer in model.layers):
             # Trained under mixed precision: export float32 (same weights).
@@ -95,6 +95,47 @@ def _load(config: ExportConfig, log: Callable[[str], None], version: int) -> Exp
     return ExportContext(config=config, model=model, class_names=class_names,
                          image_size=image_size, variant=variant, source=source, name=name,
                          version=version, log=log)
+
+
+def _run_variant(run_dir: Any, run_config: Any, model: Any) -> Any:
+    """The network ``config.json`` describes (an edited one that is none: ExportError)."""
+    from keras_effnet.builder import resolve_variant
+
+    try:
+        return (run_config.variant_record() if run_config.variant
+                else resolve_variant(run_config.model or model.name))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ExportError(f"{run_dir.config_path} describes no network ({type(e).__name__}: "
+                          f"{e}); restore it from the training run.", "model_dir") from None
+
+
+def _check_model(model: Any, variant: Any, run_dir: Any, run_config: Any) -> None:
+    """Raises ExportError unless ``model`` is the network ``config.json`` describes: a
+    swapped ``final_model.keras`` or an edited variant would be served under a name
+    that is not its own."""
+    from keras_effnet.profile import profile
+
+    classes = int(model.output_shape[-1])
+    problems = []
+    if model.name != variant.name:
+        problems.append(f"it is named {model.name!r}, config.json's variant "
+                        f"{variant.name!r}")
+    if classes != run_config.num_classes:
+        problems.append(f"it has {classes} classes, config.json {run_config.num_classes}")
+    try:
+        expected = profile(variant, image_size=run_dir.eval_image_size(),
+                           classes=classes).params
+    except ValueError as e:  # ConfigError too: a variant past the size limits
+        problems.append(f"config.json's variant cannot be built ({e})")
+    else:
+        if model.count_params() != expected:
+            problems.append(f"it has {model.count_params():,} parameters, config.json's "
+                            f"variant {expected:,}")
+    if problems:
+        raise ExportError(f"{run_dir.final_model_path} is not the network "
+                          f"{run_dir.config_path} describes: {'; '.join(problems)}. Export "
+                          "the run that trained it, or rerun the training command.",
+                          "model_dir")
 
 
 def _source(config: ExportConfig, run_config: Any) -> Any:

@@ -164,6 +164,10 @@ def reserve_version(bases: Sequence[str | os.PathLike], name: str,
 
     dirs = [Path(base) / name for base in bases]
     with contextlib.ExitStack() as stack:
+        # Last on the way out: the model folders this export made, when it wrote nothing
+        # in them (it failed), so TF-Serving's base path lists no empty model.
+        made = [d for d in dirs if not d.exists()]
+        stack.callback(_remove_empty, made, bases)
         with export_lock(*bases):
             if version is None:
                 version = next_version(*dirs)
@@ -181,6 +185,15 @@ def reserve_version(bases: Sequence[str | os.PathLike], name: str,
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 stack.callback(marker.unlink, missing_ok=True)
         yield version
+
+
+def _remove_empty(dirs: Sequence[Path], bases: Sequence[str | os.PathLike]) -> None:
+    if not dirs:
+        return
+    with export_lock(*bases):  # not while another export is reserving in one of them
+        for d in dirs:
+            with contextlib.suppress(OSError):  # not empty: something was written
+                d.rmdir()
 
 
 def update_models_config(base_dir: str | os.PathLike, serving_base_path: str = "/models",

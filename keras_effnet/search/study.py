@@ -98,9 +98,18 @@ def open_storage(config: SearchConfig) -> Any:
         connect = ({"connect_args": {"connect_timeout": 10}}
                    if config.storage.startswith("postgresql") else {})
         try:
-            return optuna.storages.RDBStorage(
-                config.storage, engine_kwargs=connect, heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S, heartbeat_stale_trial_callback=requeue)
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(
+                        config.storage, engine_kwargs=connect,
+                        heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                        heartbeat_stale_trial_callback=requeue)
+                except Exception as e:  # noqa: BLE001 - re-raised below unless a race
+                    # Workers started together on an empty database all create Optuna's
+                    # tables; the losers see a unique violation, and the tables exist.
+                    if type(e).__name__ != "IntegrityError" or attempt == 2:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
         except Exception as e:  # SQLAlchemy and the drivers raise many types
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"cannot open storage {redacted(config.storage)!r} "

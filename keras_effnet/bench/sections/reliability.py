@@ -1,6 +1,6 @@
 """Reliability: training killed with SIGKILL and resumed, fuzzed serving requests and
-block strings, a messy image folder, hostile requests and unlucky disks (run with the
-reliability switch)."""
+block strings, a messy image folder, hostile requests, unlucky disks and a hostile search
+(run with the reliability switch)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def serving_hostile(cfg: BenchConfig, out: Path) -> dict[str, Any]:
 def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
     """(a) SIGKILL and resume, (b) serving fuzz, (c) block-string fuzz, (d) a messy
     image folder: each as a check with a goal."""
-    from keras_effnet.bench import fuzz, reliability
+    from keras_effnet.bench import fuzz, reliability, search_hostile
     from keras_effnet.bench.child import run_in_child
     from keras_effnet.data import FolderSource
     from keras_effnet.train import TrainConfig, train
@@ -163,6 +163,15 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
             "classes, model_dir a file, broken models.config, versions past int64 or at "
             "once, absurd sizes, symlink loops, line breaks in class names", files,
             "partial_files", "partial files"))
+        # (g) the search: journals, racing workers, grids, storages, a real PostgreSQL
+        searched = search_hostile.hostile_search(Path(work) / "search")
+        result["hostile_search"] = searched
+        rows.append(_hostile_row(
+            "(g) the search: a torn or damaged journal, a lower trial racing another "
+            "process for one network, two workers on one journal, absurd grids, storages "
+            "that cannot open, lite NAS, depth 60, a renamed study, a PostgreSQL server "
+            "shared by two workers and one of them killed", searched, "duplicates",
+            "duplicate trainings"))
     result["columns"] = [("check", "check"), ("result", "result"), ("goal", "goal"),
                          ("ok", "meets goal")]
     result["rows"] = rows
@@ -178,7 +187,10 @@ def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
                        "memory grew by more than 32 MB on one request; a hang = over 10 s. "
                        "(f) a full disk is RLIMIT_FSIZE; partial files = temporaries or "
                        "half-written files left; files lost = a file the user had that "
-                       "changed or went."]
+                       "changed or went. (g) training is a stand-in (a sleep leaving one "
+                       "file per training): a duplicate is a network trained twice; the "
+                       "PostgreSQL server is a throw-away cluster on 127.0.0.1 "
+                       "(keras_effnet.bench.postgres)."]
     return result
 
 
