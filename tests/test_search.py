@@ -279,6 +279,7 @@ def test_defaults_resolve_per_search():
     (dict(epochs=1.5), "epochs", "epochs must be an integer >= 1"),
     (dict(width=0.0), "width", "width must be > 0"),
     (dict(target_ratio=1.0), "target_ratio", "target_ratio must be a finite number > 1"),
+    (dict(image_size=1), "image_size", "image_size must be an integer >= 2"),
     (dict(grid_step=0.0), "grid_step", r"grid_step must be in \(0, 1\)"),
     (dict(macs_tolerance=1.5), "macs_tolerance", "macs_tolerance must be in"),
     (dict(sampler="tpe"), "sampler", "sampler 'tpe' does not apply to search='scaling'"),

@@ -123,8 +123,9 @@ class SearchConfig:
                                   f"Received: {name}={getattr(self, name)!r}", name)
         for name in ("trials", "epochs", "batch_size", "timing_rounds", "timing_steps"):
             self._check_int(name, 1)
-        for name in ("image_size", "max_train_steps"):
-            self._check_int(name, 1, allow_none=True)
+        self._check_int("max_train_steps", 1, allow_none=True)
+        # The trainer's recipe needs 2 px at least (a 1 px size was a traceback there).
+        self._check_int("image_size", 2, allow_none=True)
         self._check_int("seed", 0)
         for name in ("width", "depth", "target_macs"):
             value = getattr(self, name)
