@@ -117,11 +117,17 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         variant = variant.replace(preprocessing=tag.preprocessing)
     if classes is None:
         classes = tag.classes if tag is not None else 1000
-    _check_arguments(include_top, weights, pooling, classes, input_shape, pyramid_outputs)
+    _check_arguments(include_top, weights if tag is None else None, pooling, classes,
+                     input_shape, pyramid_outputs)
     # Sizes that cannot be built in memory are refused from the arithmetic, in
     # milliseconds, before Keras starts allocating (or hangs on a million blocks).
     check_buildable(variant, classes=classes, include_top=include_top)
     taps = _pyramid_taps(variant) if pyramid_outputs else {}
+    if tag is not None:
+        # Fetched (or found in the cache) before anything is built: offline or failed
+        # downloads are refused in a moment.
+        from keras_effnet.weights import fetch_pretrained
+        weights = fetch_pretrained(tag, notop=not (include_top and classes == tag.classes))
     input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
 
     ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)

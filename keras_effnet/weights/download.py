@@ -53,9 +53,11 @@ class WeightsDownloadError(OSError):
 
 
 def cache_dir() -> Path:
-    """``$KERAS_HOME/models`` (default ``~/.keras/models``), where keras.applications
-    caches its weight files too."""
+    """``$KERAS_HOME/models`` (default ``~/.keras/models``; ``/tmp/.keras/models`` when
+    that is not writable), where keras.applications caches its weight files too."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    if os.path.isdir(home) and not os.access(home, os.W_OK):
+        home = os.path.join(tempfile.gettempdir(), ".keras")  # keras' own fallback
     return Path(home) / "models"
 
 

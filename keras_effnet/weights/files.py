@@ -34,8 +34,9 @@ _KERAS3_GROUP = re.compile(r"(conv2d|depthwise_conv2d|batch_normalization|dense)
 _KERAS3_KINDS = {"conv2d": "conv", "depthwise_conv2d": "depthwise",
                  "batch_normalization": "bn", "dense": "dense"}
 _KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
-# Weighted layers of keras.applications that keras_effnet has as fixed constants.
-_PREPROCESSING_LAYERS = ("normalization",)
+# keras.applications V1's Normalization (mean, variance, count): keras_effnet has the
+# ImageNet constants instead.
+_PREPROCESSING_LAYER = re.compile(r"normalization(_\d+)?")
 
 Mapped = dict  # our layer name -> (the source's label, arrays)
 
@@ -90,7 +91,7 @@ def _legacy(group, layers: Sequence[LayerRef]) -> tuple[Mapped, list[str]]:
         name = name.decode() if isinstance(name, bytes) else name
         layer = group[name]
         names = [n.decode() if isinstance(n, bytes) else n for n in layer.attrs["weight_names"]]
-        if names and name not in _PREPROCESSING_LAYERS:
+        if names and not _PREPROCESSING_LAYER.fullmatch(name):
             entries[name] = tuple(layer[n][()] for n in names)
     ours = [layer.name for layer in layers]
     # stem_conv, top_conv, ... are named alike in both; the blocks tell them apart.
