@@ -116,12 +116,13 @@ def start(state: Any, config: Any, class_names: Sequence[str],
             log(f"Warning: freeze={config.freeze!r} without init_weights: the frozen layers "
                 "keep their random initialisation.")
         return []
-    from keras_effnet.weights import load_weights
+    from keras_effnet.weights import WeightsDownloadError, load_weights
     head = state.model.get_layer(CLASSIFIER_LAYER)
     initial = head.get_weights()
     try:
-        new = load_weights(state.model, config.init_weights, variant=config.weights_variant())
-    except ValueError as e:
+        new = load_weights(state.model, config.init_weights, variant=config.weights_variant(),
+                           log=log)
+    except (ValueError, WeightsDownloadError) as e:
         raise ConfigError(str(e), "init_weights") from None
     theirs = _run_class_names(config.init_weights)
     if not new and theirs is not None and list(theirs) != list(class_names):

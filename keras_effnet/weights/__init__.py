@@ -209,6 +209,14 @@ def fetch_pretrained(row: WeightTag, *, notop: bool = False,
     return _converted(row, cache, log)
 
 
+def _cached(row: WeightTag) -> bool:
+    if row.source == "keras":
+        cache = download.cache_dir()
+        return any((cache / o.rsplit("/", 1)[-1]).is_file()
+                   for o in (row.origin, row.origin_notop))
+    return converted_path(row).is_file() or official_cache_path(row).is_file()
+
+
 def official_cache_path(row: WeightTag) -> Path:
     """Where an official tarball is cached: below ``keras_effnet/`` in keras' cache, with
     the origin's path (the tpu and automl files share names across tags)."""
@@ -271,7 +279,13 @@ def check_weights(weights: str | os.PathLike, variant: str | None = None) -> Non
     if is_tag(weights) and not os.path.exists(weights):
         if variant is None:
             raise ValueError(f"weights={weights!r} is a tag: it needs the variant")
-        get_weight_tag(variant, weights)
+        row = get_weight_tag(variant, weights)
+        if download.offline() and not _cached(row):
+            target = official_cache_path(row) if row.source == "official" else \
+                download.cache_dir() / row.file_name
+            raise ValueError(f"{row.variant} {row.tag!r} weights are not in the cache and "
+                             f"{download.OFFLINE_ENV} is set: download {row.origin} on a "
+                             f"machine with internet and put it at {target}.")
         return
     if checkpoint.is_checkpoint(weights):
         if not os.path.exists(os.fspath(weights)) and \
