@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import sys
 from typing import Any, Sequence
@@ -117,6 +118,8 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         variant = variant.replace(preprocessing=tag.preprocessing)
     if classes is None:
         classes = tag.classes if tag is not None else 1000
+    elif isinstance(classes, numbers.Integral) and not isinstance(classes, bool):
+        classes = int(classes)  # numpy integers (len(np.unique(labels))) included
     _check_arguments(include_top, weights if tag is None else None, pooling, classes,
                      input_shape, pyramid_outputs)
     # Sizes that cannot be built in memory are refused from the arithmetic, in
@@ -258,7 +261,8 @@ def _check_arguments(include_top, weights, pooling, classes, input_shape,
     if input_shape is not None:
         shape = tuple(input_shape)
         if len(shape) != 3 or shape[-1] != 3 or any(
-                d is not None and (not isinstance(d, int) or d < 1) for d in shape[:2]):
+                d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1)
+                for d in shape[:2]):
             raise ValueError("input_shape must be (height, width, 3) with positive sizes "
                              f"or None. Received: input_shape={input_shape!r}")
 

@@ -57,6 +57,30 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _first_difference(where: str, theirs: Any, ours: Any) -> tuple[str, Any, Any]:
+    """The path of the first entry where two (nested) records differ, and both values
+    there in full: ``("variant.width", 1.0, 1.2)``, not two records cut short."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for key in list(theirs) + [k for k in ours if k not in theirs]:
+            if theirs.get(key, _MISSING) != ours.get(key, _MISSING):
+                return _first_difference(f"{where}.{key}", theirs.get(key, _MISSING),
+                                         ours.get(key, _MISSING))
+    if isinstance(theirs, (list, tuple)) and isinstance(ours, (list, tuple)) and \
+            len(theirs) == len(ours) and all(isinstance(a, dict) for a in theirs):
+        for i, (a, b) in enumerate(zip(theirs, ours)):
+            if a != b:
+                return _first_difference(f"{where}[{i}]", a, b)
+    return where, theirs, ours
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING = _Missing()
+
+
 def current_umask() -> int:
     """The process umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)
@@ -261,11 +285,11 @@ class RunDir:
         for key in RunConfig.RESUME_KEYS:
             theirs, ours = _comparable(getattr(saved, key)), _comparable(getattr(config, key))
             if theirs != ours:
+                where, theirs, ours = _first_difference(key, theirs, ours)
                 raise RunDirError(
-                    f"{self.path} holds a checkpoint of another run: its {key} is "
-                    f"{str(theirs)[:80]} ({self.config_path}), this run's is "
-                    f"{str(ours)[:80]}; use a new model_dir, or that run's options to "
-                    "resume it.")
+                    f"{self.path} holds a checkpoint of another run: its {where} is "
+                    f"{theirs!r} ({self.config_path}), this run's is {ours!r}; use a new "
+                    "model_dir, or that run's options to resume it.")
 
     def check_finished(self) -> None:
         """Raises :class:`RunDirError` unless this is a finished training run."""

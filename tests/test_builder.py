@@ -156,6 +156,9 @@ def test_overrides_reach_the_model():
     ("efficientnetv2-b2", lambda x: (x / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)),
     ("efficientnetv2-s", lambda x: (x - 128.0) / 128.0),
     ("efficientnet-lite0", lambda x: (x - 127.0) / 128.0),
+    # AdvProp's weights: x * 2 / 255 - 1 (tensorflow/tpu's eval).
+    (keras_effnet.get_variant("efficientnet-b0").replace(preprocessing="inception"),
+     lambda x: x * 2.0 / 255.0 - 1.0),
 ])
 def test_preprocessing_constants(name, expected):
     model = keras_effnet.build(name, input_shape=(8, 8, 3))
@@ -249,7 +252,9 @@ def test_tf_keras_twin_has_the_same_weights_and_outputs():
     (dict(arch=TINY, pooling="mean", include_top=False), "pooling"),
     (dict(arch=TINY, pooling="avg"), "include_top=False"),
     (dict(arch=TINY, classes=0), "classes"),
-    (dict(arch=TINY, weights="imagenet"), "never does"),
+    (dict(arch=TINY, weights="imagenet"), "custom architecture has none"),
+    (dict(arch=TINY, classes=True), "classes"),
+    (dict(arch=TINY, input_shape=(True, True, 3)), "input_shape"),
     (dict(arch=TINY, weights="/nonexistent.weights.h5"), "existing weights file"),
     (dict(arch=TINY, input_shape=(32, 32)), "input_shape"),
     (dict(arch=TINY, input_shape=(32, 32, 1)), "input_shape"),
@@ -259,6 +264,11 @@ def test_tf_keras_twin_has_the_same_weights_and_outputs():
 def test_bad_arguments_raise_clear_value_errors(kwargs, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         keras_effnet.build(**kwargs)
+
+
+def test_numpy_integer_classes_are_integers():
+    model = keras_effnet.build(arch=TINY, classes=np.int64(3))
+    assert model.output_shape == (None, 3)
 
 
 def test_arch_string_as_first_argument():

@@ -35,6 +35,24 @@ def test_check_resume_names_what_differs_and_the_file(tmp_path):
         assert error.value.field == "model_dir"
 
 
+def test_check_resume_quotes_the_first_differing_entry_in_full(tmp_path):
+    # Long records (a variant's 20 fields, a plan of stages) used to be cut at 80
+    # characters, both alike up to there: the key that differs was never shown.
+    long = {f"field_{i:02d}": "x" * 20 for i in range(20)}
+    run = RunDir(tmp_path)
+    run.write_config(_config(variant={**long, "width": 1.0},
+                             plan=({"image_size": 16}, {"image_size": 32, "dropout": 0.1})))
+    with pytest.raises(RunDirError, match=r"its variant\.width is 1\.0 .* this run's is 1\.2;"):
+        run.check_resume(_config(variant={**long, "width": 1.2},
+                                 plan=({"image_size": 16}, {"image_size": 32, "dropout": 0.1})))
+    with pytest.raises(RunDirError, match=r"its plan\[1\]\.dropout is 0\.1 .* this run's is 0\.3;"):
+        run.check_resume(_config(variant={**long, "width": 1.0},
+                                 plan=({"image_size": 16}, {"image_size": 32, "dropout": 0.3})))
+    with pytest.raises(RunDirError, match=r"its variant\.extra is \(absent\)"):
+        run.check_resume(_config(variant={**long, "width": 1.0, "extra": 1},
+                                 plan=({"image_size": 16}, {"image_size": 32, "dropout": 0.1})))
+
+
 def test_resuming_with_another_dataset_is_refused_and_config_json_kept(tmp_path):
     from keras_effnet.train import Trainer
 

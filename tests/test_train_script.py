@@ -39,6 +39,7 @@ def _run(*args, timeout=300):
     (["--epochs=2", "--stages=3"], "error: --stages: stages (3) must be <= epochs (2)"),
     (["--dataset=imagenet"], "error: --dataset: dataset must be one of mnist5k, digits, folder"),
     (["--batch_size=0"], "error: --batch_size: batch_size must be an integer >= 1"),
+    (["--image_size=1"], "error: --image_size: image_size must be an integer >= 2"),
     (["--export_quantize=int9"],
      "error: --export_quantize: quantize must be a list of none, float16"),
     (["--export_prune=1.5"], "error: --export_prune: target_sparsity must be in (0, 1)"),

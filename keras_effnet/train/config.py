@@ -211,8 +211,10 @@ class TrainConfig:
             self._check_int(name, 1)
         self._check_int("checkpoint_every_steps", 0)
         self._check_int("eval_every_epochs", 0, allow_none=True)
-        for name in ("image_size", "min_image_size", "eval_image_size", "max_train_steps"):
-            self._check_int(name, 1, allow_none=True)
+        # Sizes below 2 px leave nothing to crop or resize (the recipe refuses them).
+        for name, minimum in (("image_size", 2), ("min_image_size", 2),
+                              ("eval_image_size", 2), ("max_train_steps", 1)):
+            self._check_int(name, minimum, allow_none=True)
         if self.stages > self.epochs:
             raise ConfigError(f"stages ({self.stages}) must be <= epochs ({self.epochs}): "
                               "every stage trains at least one epoch.", "stages")
