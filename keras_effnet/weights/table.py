@@ -189,14 +189,28 @@ def list_weights(name: str | None = None, *, print_table: bool = False
     if name is not None:
         from keras_effnet.variants import get_variant
         name = get_variant(name).name
-    rows = [r.to_dict() for r in WEIGHTS.values() if name is None or r.variant == name]
+    from keras_effnet.variants import list_models
+    order = {v: i for i, v in enumerate(list_models())}
+    rows = [r.to_dict() for r in sorted(WEIGHTS.values(), key=lambda r: order[r.variant])
+            if name is None or r.variant == name]
     if print_table:
         print(format_table(rows))
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of :func:`list_weights` rows."""
+def format_table(rows: list[dict[str, Any]], *, by_variant: bool = False) -> str:
+    """Markdown table of :func:`list_weights` rows: one row per tag, or with
+    ``by_variant`` one per variant (each tag with its top-1 and publisher)."""
+    if by_variant:
+        lines = ["| variant | tags: published ImageNet top-1 (publisher) |", "|---|---|"]
+        variants: dict[str, list[str]] = {}
+        for r in rows:
+            top1 = (f"{r['top1']:.1f} %" if r["top1"] is not None else
+                    f"{r['classes']:,} classes" if r["classes"] != 1000 else "no figure")
+            variants.setdefault(r["variant"], []).append(
+                f"`{r['tag']}` {top1} ({r['provenance'].split(' ', 1)[0]})")
+        lines += [f"| {v} | {' · '.join(tags)} |" for v, tags in variants.items()]
+        return "\n".join(lines)
     lines = ["| variant | tag | classes | input | top-1 (published) | provenance |",
              "|---|---|---|---|---|---|"]
     for r in rows:
