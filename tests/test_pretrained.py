@@ -9,12 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from weights_fixtures import (files_below, images, md5, official_variables, umask,
-                              weight_server, write_keras_h5, write_tarball)
+from urllib.parse import urlsplit
+
+from weights_fixtures import (files_below, images, keras_pair, md5, official_variables, umask,
+                              weight_server, write_tarball)
 
 import keras_effnet
 from keras_effnet.names import CLASSIFIER_LAYER
-from keras_effnet.port import keras_applications_model
 from keras_effnet.weights import (WEIGHTS, WeightsDownloadError, converted_path,
                                   get_weight_tag, official_cache_path)
 from keras_effnet.weights import table as table_lib
@@ -35,19 +36,12 @@ def _patch_md5(monkeypatch, variant, top, notop):
     monkeypatch.setitem(module.WEIGHTS_HASHES, key, (top, notop))
 
 
-def _keras_files(root, variant, server=None):
+def _keras_files(root, variant):
     """keras.applications-layout top and notop files of ``variant`` (random weights)."""
     row = WEIGHTS[(variant, "imagenet")]
-    top = keras_applications_model(variant, classifier_activation=None)
-    notop = keras_applications_model(variant, include_top=False)
-    # The notop file is the top model's backbone, as keras' released pair is.
-    for a, b in zip([l for l in top.layers if l.weights], [l for l in notop.layers if l.weights]):
-        b.set_weights(a.get_weights())
-    paths = []
-    for model, origin in ((top, row.origin), (notop, row.origin_notop)):
-        from urllib.parse import urlsplit
-        paths.append(write_keras_h5(model, root / urlsplit(origin).path.lstrip("/")))
-    return top, paths
+    paths = [root / urlsplit(origin).path.lstrip("/") for origin in (row.origin,
+                                                                      row.origin_notop)]
+    return keras_pair(variant, *paths), paths
 
 
 def _logits(model, x):

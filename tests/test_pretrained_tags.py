@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from weights_fixtures import images, md5, official_variables, weight_server, write_keras_h5, \
+from weights_fixtures import images, keras_pair, md5, official_variables, weight_server, \
     write_tarball
 
 import keras_effnet
@@ -55,13 +55,9 @@ def published(tmp_path_factory):
         key = (row.variant, row.source, row.classes)
         if key not in written:
             if row.source == "keras":
-                top = keras_applications_model(row.variant, classifier_activation=None)
-                notop = keras_applications_model(row.variant, include_top=False)
-                for a, b in zip([x for x in top.layers if x.weights],
-                                [x for x in notop.layers if x.weights]):
-                    b.set_weights(a.get_weights())
-                paths = [write_keras_h5(m, root / row.variant / urlsplit(o).path.lstrip("/"))
-                         for m, o in ((top, row.origin), (notop, row.origin_notop))]
+                paths = [root / row.variant / urlsplit(o).path.lstrip("/")
+                         for o in (row.origin, row.origin_notop)]
+                keras_pair(row.variant, *paths)
                 written[key] = (None, paths)
             else:
                 source = keras_effnet.build(row.variant, classes=row.classes)

@@ -142,6 +142,12 @@ class BenchConfig:
     transfer_unfreeze_at_epoch: int = 0  # 0: never unfreeze
     transfer_unfreeze_lr_factor: float = 0.1
     transfer_seeds: tuple[int, ...] = (1, 2, 3)
+    # pretrained weights: variant:tag pairs, loaded from a local mirror (no download)
+    weights_tags: tuple[str, ...] = (
+        "efficientnet-b0:imagenet", "efficientnet-b0:advprop", "efficientnet-b4:noisy-student",
+        "efficientnet-lite0:imagenet", "efficientnetv2-b0:imagenet",
+        "efficientnetv2-s:imagenet", "efficientnetv2-s:imagenet21k-ft1k")
+    weights_images: int = 8
     # reliability
     kill_points: int = 3
     serving_fuzz: int = 1000
@@ -159,6 +165,12 @@ class BenchConfig:
             raise ConfigError(f"{field} {rule}. Received: {field}={getattr(self, field)!r}",
                               field)
 
+        from keras_effnet.weights.table import WEIGHTS
+        for item in self.weights_tags:
+            if tuple(item.split(":", 1)) not in WEIGHTS:
+                fail("weights_tags", f"must be variant:tag pairs of keras_effnet."
+                     f"list_weights() ({item!r} is none)")
+
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.type in ("int",) and (isinstance(value, bool) or not isinstance(value, int)):
@@ -169,7 +181,7 @@ class BenchConfig:
                     "progressive_stages", "progressive_image_size",
                     "progressive_min_image_size", "progressive_batch", "progressive_repeats",
                     "main_job_epochs", "main_job_image_size", "main_job_batch",
-                    "stage_cost_steps",
+                    "stage_cost_steps", "weights_images",
                     "serving_image_size", "serving_calls", "tflite_image_size",
                     "tflite_runs", "tflite_threads", "prune_epochs", "mfu_batch",
                     "matmul_size", "matmul_calls", "gpu_image_size", "gpu_steps",
@@ -297,6 +309,8 @@ def quick_config() -> BenchConfig:
         transfer_epochs=3, transfer_batch=10, transfer_freeze="backbone",
         transfer_unfreeze_at_epoch=1,
         transfer_seeds=(1,),
+        weights_tags=("efficientnet-b0:imagenet", "efficientnet-lite0:imagenet"),
+        weights_images=2,
         main_job_seeds=(0,), main_job_epochs=2, main_job_image_size=32,
         main_job_flags=("--dataset=digits", f"--model={QUICK_PROGRESSIVE_ARCH}",
                         "--image_size=32", "--min_image_size=16", "--stages=2", "--export_prune=0",

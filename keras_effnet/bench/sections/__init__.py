@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 from keras_effnet.bench.sections import (build, gpu, main_job, mfu, pipeline, plots,
                                          progressive, reliability, search, serving,
-                                         stage_cost, tflite, train, transfer)
+                                         stage_cost, tflite, train, transfer, weights)
 from keras_effnet.bench.sections.base import Context, Section
 from keras_effnet.errors import ConfigError
 
@@ -45,7 +45,7 @@ def _validated(records: tuple[Section, ...]) -> tuple[Section, ...]:
 REGISTRY: tuple[Section, ...] = _validated((
     plots.SECTION, build.SECTION, train.SECTION, pipeline.SECTION, mfu.SECTION,
     serving.SECTION, progressive.SECTION, main_job.SECTION, stage_cost.SECTION,
-    transfer.SECTION, search.SECTION,
+    transfer.SECTION, weights.SECTION, search.SECTION,
     tflite.SECTION,
     reliability.SECTION,
     gpu.SECTION))
