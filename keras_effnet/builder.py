@@ -64,6 +64,7 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
           include_top: bool = True,
           weights: str | None = None,
           input_shape: tuple[int | None, int | None, int] | None = None,
+          input_tensor: Any = None,
           pooling: str | None = None,
           classes: int | None = None,
           classifier_activation: str | None = "softmax",
@@ -91,8 +92,15 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
             training run directory. The input normalisation follows the tag's (AdvProp's
             differs). A classifier of another class count is left new; see
             :func:`keras_effnet.weights.load_weights`.
-        input_shape: ``(height, width, 3)``; default ``(None, None, 3)`` so one model
-            runs at every image size (progressive learning).
+        input_shape: ``(height, width, channels)``; default ``(None, None, 3)`` so one
+            model runs at every image size (progressive learning). Any channel count:
+            pretrained weights adapt the stem as timm's ``in_chans`` does (1 channel: the
+            kernel summed over RGB; C > 3: RGB repeated cyclically and scaled by 3 / C),
+            and the normalisation constants follow (their mean for 1 channel, repeated
+            for C > 3).
+        input_tensor: a Keras tensor (``keras.Input(...)``, or another layer's output)
+            to build the model on, as keras.applications; the model's inputs are its
+            source inputs.
         pooling: without top, ``None`` (feature map), ``"avg"`` or ``"max"``.
         classes: the classifier's classes: default the tag's (21,843 for
             ``imagenet21k``), else 1000; another count keeps a new classifier.
@@ -131,14 +139,17 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         # downloads are refused in a moment.
         from keras_effnet.weights import fetch_pretrained
         weights = fetch_pretrained(tag, notop=not (include_top and classes == tag.classes))
-    input_shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
+    input_shape = _input_shape(input_shape, input_tensor)
 
     ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)
     with _recursion_limit(_RECURSION_LIMIT):
-        inputs = layers.Input(shape=input_shape, name=INPUT_LAYER)
-        x = inputs
+        if input_tensor is None:
+            inputs = x = layers.Input(shape=input_shape, name=INPUT_LAYER)
+        else:
+            x = input_tensor
+            inputs = keras_module.utils.get_source_inputs(input_tensor)
         if include_preprocessing and variant.preprocessing != "none":
-            scale, offset = preprocessing_constants(variant.preprocessing)
+            scale, offset = channel_constants(variant.preprocessing, input_shape[-1])
             x = layers.Rescaling(scale=list(scale), offset=list(offset),
                                  name="preprocessing")(x)
         x = ops.conv_bn_act(x, variant.stem(), 3, 2, "stem_")
@@ -170,6 +181,33 @@ def _weight_tag(variant: Variant, weights, name_or_arch, arch):
                          "a custom architecture has none (pass a weights file of it). "
                          f"Received: weights={weights!r}")
     return get_weight_tag(variant.name, weights)
+
+
+def channel_constants(kind: str, channels: int) -> tuple[list[float], list[float]]:
+    """:func:`preprocessing_constants` for ``channels`` input channels: the RGB ones for
+    3, their mean for 1, repeated cyclically for more (as the stem's kernel is adapted)."""
+    scale, offset = preprocessing_constants(kind)
+    if channels == 1:
+        return [sum(scale) / 3], [sum(offset) / 3]
+    return [scale[i % 3] for i in range(channels)], [offset[i % 3] for i in range(channels)]
+
+
+def _input_shape(input_shape, input_tensor) -> tuple:
+    if input_tensor is None:
+        return tuple(input_shape) if input_shape is not None else (None, None, 3)
+    shape = getattr(input_tensor, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError("input_tensor must be a Keras tensor of rank 4 (batch, height, "
+                         f"width, channels). Received: input_tensor={input_tensor!r}")
+    shape = tuple(None if d is None else int(d) for d in shape[1:])
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ValueError(f"input_shape {tuple(input_shape)} disagrees with input_tensor's "
+                         f"shape {shape}: pass one of them. Received: "
+                         f"input_shape={input_shape!r}")
+    if shape[-1] is None:
+        raise ValueError("input_tensor needs a known channel count. Received: "
+                         f"input_tensor shape {shape}")
+    return shape
 
 
 def _head(ops, variant, x, include_top, pooling, classes, classifier_activation,
@@ -260,11 +298,13 @@ def _check_arguments(include_top, weights, pooling, classes, input_shape,
         raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
     if input_shape is not None:
         shape = tuple(input_shape)
-        if len(shape) != 3 or shape[-1] != 3 or any(
+        if len(shape) != 3 or any(
                 d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1)
-                for d in shape[:2]):
-            raise ValueError("input_shape must be (height, width, 3) with positive sizes "
-                             f"or None. Received: input_shape={input_shape!r}")
+                for d in shape[:2]) or not isinstance(shape[-1], int) or \
+                isinstance(shape[-1], bool) or shape[-1] < 1:
+            raise ValueError("input_shape must be (height, width, channels) with positive "
+                             "sizes or None (height, width) and a positive channel count. "
+                             f"Received: input_shape={input_shape!r}")
 
 
 def model_image_size(model: Any, default: int | None = None, variant: Any = None) -> int:

@@ -257,7 +257,7 @@ def test_tf_keras_twin_has_the_same_weights_and_outputs():
     (dict(arch=TINY, input_shape=(True, True, 3)), "input_shape"),
     (dict(arch=TINY, weights="/nonexistent.weights.h5"), "existing weights file"),
     (dict(arch=TINY, input_shape=(32, 32)), "input_shape"),
-    (dict(arch=TINY, input_shape=(32, 32, 1)), "input_shape"),
+    (dict(arch=TINY, input_shape=(32, 32, 0)), "input_shape"),
     (dict(arch=TINY, dropout=1.5), "dropout"),
     (dict(arch=TINY, keras_module="keras2"), "keras_module"),
 ])
@@ -289,3 +289,44 @@ def test_initialisers_are_the_official_ones():
     # draw can round to exactly float32(0.1), a hair above the float64 0.1
     assert np.abs(dense).max() <= np.float32(1 / np.sqrt(100))
     assert dense.std() > 0.5 / np.sqrt(300)
+
+
+def test_any_channel_count_with_rgb_weights_adapted_as_timm(tmp_path):
+    rgb = keras_effnet.build(arch=TINY, classes=3, include_preprocessing=False)
+    path = str(tmp_path / "rgb.weights.h5")
+    rgb.save_weights(path)
+    x = pixels(2, 16).astype("float32")
+    gray = keras_effnet.build(arch=TINY, classes=3, include_preprocessing=False,
+                              input_shape=(None, None, 1), weights=path)
+    stem = rgb.get_layer("stem_conv").get_weights()[0]
+    np.testing.assert_allclose(gray.get_layer("stem_conv").get_weights()[0],
+                               stem.sum(axis=2, keepdims=True), rtol=1e-6)
+    # A gray image through the summed stem equals the RGB model on it replicated.
+    g = x[..., :1]
+    np.testing.assert_allclose(gray.predict(g, verbose=0),
+                               rgb.predict(np.repeat(g, 3, axis=-1), verbose=0), atol=1e-5)
+    six = keras_effnet.build(arch=TINY, classes=3, include_preprocessing=False,
+                             input_shape=(16, 16, 6), weights=path)
+    np.testing.assert_allclose(six.predict(np.concatenate([x, x], -1), verbose=0),
+                               rgb.predict(x, verbose=0), atol=1e-5)
+    # The normalisation inside the model follows the channels: the mean for one.
+    gray = keras_effnet.build("efficientnet-b0", input_shape=(32, 32, 1))
+    config = gray.get_layer("preprocessing").get_config()
+    scale, offset = keras_effnet.builder.preprocessing_constants("imagenet")
+    np.testing.assert_allclose(config["scale"], [np.mean(scale)], rtol=1e-6)
+    four = keras_effnet.build("efficientnet-b0", input_shape=(32, 32, 4), include_top=False)
+    assert len(four.get_layer("preprocessing").get_config()["offset"]) == 4
+    assert four.output_shape == (None, 1, 1, 1280)
+
+
+def test_input_tensor_as_keras_applications():
+    image = keras.Input((32, 32, 3), name="photo")
+    scaled = keras.layers.Rescaling(255.0)(image)  # a model on another layer's output
+    model = keras_effnet.build(arch=TINY, classes=3, input_tensor=scaled)
+    assert model.inputs[0].name == image.name and model.input_shape == (None, 32, 32, 3)
+    x = pixels(2, 32) / 255.0
+    assert model.predict(x, verbose=0).shape == (2, 3)
+    with pytest.raises(ValueError, match="disagrees with input_tensor"):
+        keras_effnet.build(arch=TINY, input_tensor=image, input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="rank 4"):
+        keras_effnet.build(arch=TINY, input_tensor=keras.Input((32, 3)))

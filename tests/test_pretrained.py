@@ -57,11 +57,17 @@ def mirror(tmp_path, monkeypatch):
         yield server
 
 
-def test_keras_v1_imagenet_equals_keras_applications_and_is_fetched_once(mirror, monkeypatch):
+def test_keras_v1_imagenet_equals_keras_applications_and_is_fetched_once(mirror, monkeypatch,
+                                                                         capfd):
     source, (top, notop) = _keras_files(mirror.root, "efficientnet-b0")
     _patch_md5(monkeypatch, "efficientnet-b0", md5(top), md5(notop))
+    capfd.readouterr()
     ours = keras_effnet.build("efficientnet-b0", weights="imagenet", classifier_activation=None)
     assert mirror.requests == ["/keras-applications/efficientnetb0.h5"]
+    # A 21 MB file: progress on stderr, ending at 100 %.
+    progress = [line for line in capfd.readouterr().err.splitlines()
+                if line.startswith("Downloading efficientnetb0.h5")]
+    assert progress and "(100 %)" in progress[-1]
     # keras' own weights="imagenet" path (its Normalization-variance fix included) finds
     # the same file in the shared cache: no request, the same outputs.
     import keras
@@ -187,6 +193,12 @@ def test_lite_checkpoint_is_converted_by_name_from_its_ema_shadows_and_cached(mi
     again = keras_effnet.build("efficientnet-lite0", weights="imagenet")
     np.testing.assert_allclose(_logits(again, x), _logits(source, x), atol=1e-5)
     assert mirror.requests == ["/cloud-tpu-checkpoints/efficientnet/lite/efficientnet-lite0.tar.gz"]
+    # A cached tarball that no longer matches its recorded sha256 is fetched again.
+    tarball = official_cache_path(row)
+    tarball.write_bytes(tarball.read_bytes()[:-10])
+    converted.unlink()
+    keras_effnet.build("efficientnet-lite0", weights="imagenet")
+    assert len(mirror.requests) == 2 and converted.is_file()
     del keras
 
 

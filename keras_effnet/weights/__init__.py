@@ -31,12 +31,10 @@ from keras_effnet.weights.table import (WEIGHTS, WeightTag, get_weight_tag, is_t
                                         list_weights, weight_tags)
 
 __all__ = ["load_weights", "assign", "check_weights", "list_weights", "weight_tags",
-           "get_weight_tag", "fetch_pretrained", "WeightTag", "WEIGHTS",
-           "WeightsDownloadError", "is_tag"]
+           "get_weight_tag", "fetch_pretrained", "official_cache_path", "converted_path",
+           "WeightTag", "WEIGHTS", "WeightsDownloadError", "is_tag"]
 
-# Layers a model may lack while its source has them: no top, or pyramid outputs (no
-# head conv); their source entries are then left unused.
-_OPTIONAL = (CLASSIFIER_LAYER, f"{HEAD_PREFIX}conv", f"{HEAD_PREFIX}bn")
+STEM_LAYER = "stem_conv"
 
 
 def load_weights(model: Any, weights: str | os.PathLike, *, variant: str | None = None,
@@ -113,6 +111,8 @@ def assign(model: Any, mapped: dict[str, tuple[str, tuple]], unused: list[str],
             continue
         shapes = [tuple(w.shape) for w in layer.weights]
         label, arrays = mapped.get(layer.name, (None, None))
+        if layer.name == STEM_LAYER and arrays is not None:
+            arrays = adapt_stem(arrays, shapes[0][2])
         theirs = [tuple(a.shape) for a in arrays] if arrays is not None else None
         if theirs == shapes:
             pairs.append((layer, arrays, label))
@@ -134,6 +134,21 @@ def assign(model: Any, mapped: dict[str, tuple[str, tuple]], unused: list[str],
     for layer, arrays, _ in pairs:
         layer.set_weights(list(arrays))
     return new
+
+
+def adapt_stem(arrays: tuple, channels: int) -> tuple:
+    """The stem kernel of an RGB source for ``channels`` input channels, as timm's
+    ``in_chans``: summed over RGB for 1 channel; RGB repeated cyclically and scaled by
+    3 / channels for more, so a C-channel image made of repeated RGB gives the same
+    activations. Other shapes are returned unchanged (the shape check then decides)."""
+    kernel = np.asarray(arrays[0])
+    if kernel.ndim != 4 or kernel.shape[2] != 3 or channels == 3:
+        return arrays
+    if channels == 1:
+        adapted = kernel.sum(axis=2, keepdims=True)
+    else:
+        adapted = kernel[:, :, [i % 3 for i in range(channels)], :] * (3.0 / channels)
+    return (adapted.astype(kernel.dtype), *arrays[1:])
 
 
 def _optional_leftovers(unused: list[str], has: set[str]) -> list[str]:
@@ -179,11 +194,11 @@ def _check_values(layer: Any, arrays: tuple, label: str, shown: str) -> None:
 def check_preprocessing(model: Any, row: WeightTag) -> None:
     """Raises ValueError unless ``model`` normalises its inputs as ``row``'s weights
     expect (or has no preprocessing layer: the caller normalises)."""
-    from keras_effnet.builder import preprocessing_constants
+    from keras_effnet.builder import channel_constants
     layer = _layer(model, "preprocessing")
     if layer is None:
         return
-    scale, offset = preprocessing_constants(row.preprocessing)
+    scale, offset = channel_constants(row.preprocessing, int(model.input_shape[-1]))
     config = layer.get_config()
     ok = (np.allclose(np.ravel(config["scale"]), scale, rtol=1e-6)
           and np.allclose(np.ravel(config["offset"]), offset, rtol=1e-6, atol=1e-7))
