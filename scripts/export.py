@@ -1,39 +1,7 @@
-"""Exports a trained model for TF-Serving and TFLite, and measures every artifact.
+"""``keras-effnet-export`` in a checkout: the command is keras_effnet.commands.export
+(``--help`` prints its documentation)."""
 
-    # a training run -> TF-Serving version + pruned int8 TFLite, accuracy of each
-    python scripts/export.py --model_dir=runs/digits --formats=saved_model,tflite \\
-        --quantize=int8 --prune=0.5
-
-    # an untrained build (smoke test of the serving stack)
-    python scripts/export.py --model=efficientnet-lite0 --num_classes=10 --formats=saved_model
-
-    # every TFLite flavour, no pruning
-    python scripts/export.py --model_dir=runs/digits --formats=tflite \\
-        --quantize=none,float16,dynamic,int8
-
-Prints where the artifacts are, their sizes and their top-1 on the held-out split of the
-run's dataset. A mistake in the request (flags, run directory, existing version) prints
-one ``error: ...`` line and exits with status 2.
-"""
-
-from __future__ import annotations
-
-from keras_effnet import cli
-from keras_effnet.export.config import ExportConfig  # no TensorFlow: checks come first
-
-EXPORT = cli.FlagSet(ExportConfig)
-EXPORT.define()
-
-
-def main() -> int:
-    config = ExportConfig(**EXPORT.values())
-    from keras_effnet.export import job
-    try:
-        job.run(config)  # checks the request before importing TensorFlow
-    except (FileExistsError, ImportError) as e:  # a version written meanwhile, an extra
-        return cli.fail(str(e))
-    return 0
-
+from keras_effnet.commands.export import run
 
 if __name__ == "__main__":
-    cli.run(main, flagsets=(EXPORT,))
+    run()

@@ -11,11 +11,8 @@ def _section(text: str, start: str, end: str) -> str:
 
 
 def test_variant_table_is_the_generated_one():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("profile_script", ROOT / "scripts/profile.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     from keras_effnet import list_models
+    from keras_effnet.commands import profile as script  # keras-effnet-profile
     readme = (ROOT / "README.md").read_text()
     table = _section(readme, "<!-- variant-table -->", "<!-- /variant-table -->")
     assert table == script.render(script.table(list_models(), None, 1000), "markdown")
