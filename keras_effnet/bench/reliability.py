@@ -144,9 +144,10 @@ def _run_with_pty(cmd: list[str], env: dict, cwd: str, steps_per_epoch: int,
 def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int = 0,
                     script: str | os.PathLike | None = None, timeout: float = 600
                     ) -> dict[str, Any]:
-    """Trains with ``scripts/train.py`` (tiny flags), kills it with SIGKILL at
-    ``kill_points`` random steps, reruns the same command after each kill, and compares
-    the final held-out accuracy with an uninterrupted run of the same seed.
+    """Trains with ``keras-effnet-train`` (tiny flags; ``script``: a train script's path
+    to run instead), kills it with SIGKILL at ``kill_points`` random steps, reruns the
+    same command after each kill, and compares the final held-out accuracy with an
+    uninterrupted run of the same seed.
 
     Steps lost per kill = the last step the progress bar showed before the kill minus the
     step the next run resumed from (the bar lags the true step by at most one refresh,
@@ -154,8 +155,8 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
     """
     from keras_effnet.run_dir import RunDir
 
-    root = Path(__file__).resolve().parents[2]
-    script = str(script or root / "scripts" / "train.py")
+    train = [sys.executable, str(script)] if script else \
+        [sys.executable, "-m", "keras_effnet.commands.train"]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     epochs, batch, num_train = 2, 32, 1438  # digits: 1438 train / 359 held-out
@@ -163,7 +164,7 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
     total = epochs * steps_per_epoch
 
     def command(model_dir: Path) -> list[str]:
-        return [sys.executable, script, f"--model={TINY_ARCH}", "--image_size=16",
+        return [*train, f"--model={TINY_ARCH}", "--image_size=16",
                 "--min_image_size=8", f"--epochs={epochs}", "--stages=2",
                 f"--batch_size={batch}", "--checkpoint_every_steps=10",
                 "--eval_every_epochs=0", f"--seed={seed}", f"--model_dir={model_dir}",
@@ -176,13 +177,13 @@ def kill_and_resume(work_dir: str | os.PathLike, kill_points: int = 3, seed: int
 
     started = time.time()
     reference = subprocess.run(command(work / "uninterrupted"), capture_output=True,
-                               text=True, env=env, cwd=str(root), timeout=timeout)
+                               text=True, env=env, cwd=str(work), timeout=timeout)
     reference_s = time.time() - started
     interrupted_dir = work / "interrupted"
     kills, previous_kill = [], None
     started = time.time()
     for point in points + [None]:
-        run = _run_with_pty(command(interrupted_dir), env, str(root), steps_per_epoch,
+        run = _run_with_pty(command(interrupted_dir), env, str(work), steps_per_epoch,
                             point, timeout)
         if previous_kill is not None:
             # No "Resumed from" line: no checkpoint yet, the run started over at step 0.
