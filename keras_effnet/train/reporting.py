@@ -7,6 +7,7 @@ The run directory's files (config.json, metrics.json, ...) are written by
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 from keras_effnet.train.progressive import Stage
@@ -88,8 +89,14 @@ def _fmt(value, pattern: str) -> str:
 def plot_curves(path: str | os.PathLike, history: Sequence[dict[str, Any]],
                 stages: Sequence[Stage]) -> Any:
     """``training_curves.png``: loss (log axis), accuracy and learning rate per epoch, with the
-    stage boundaries as dashed lines labelled by image size. Returns the figure."""
-    import matplotlib
+    stage boundaries as dashed lines labelled by image size. Returns the figure, or None
+    (with a note on stderr) when matplotlib, an optional dependency, is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"note: {os.path.basename(path)} not drawn: matplotlib is not installed "
+              "(pip install 'keras_effnet[train]').", file=sys.stderr)
+        return None
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
