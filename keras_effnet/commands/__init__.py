@@ -24,10 +24,17 @@ COMMANDS = ("train", "export", "search", "profile", "benchmark")
 
 
 def run(main: Callable[[], int | None], doc: str | None, flagsets: Sequence = ()) -> None:
-    """Runs a command's ``main`` (``cli.run``) with ``doc`` as the ``--help`` text, however
-    the command was started (absl prints the ``__main__`` module's docstring, which a
-    console script or a wrapper does not carry)."""
+    """Runs a command's ``main`` (``cli.run``) with ``doc`` and every keras_effnet flag as
+    its ``--help``, however the command was started: absl's help is the ``__main__``
+    module's docstring and flags, and a console script or a wrapper carries neither (the
+    flags belong to this package's modules)."""
+    from absl import flags
+
     from keras_effnet import cli
 
     sys.modules["__main__"].__doc__ = doc
+    for module, defined in flags.FLAGS.flags_by_module_dict().items():
+        if module.startswith("keras_effnet."):
+            for flag in defined:
+                flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     cli.run(main, flagsets=flagsets)
