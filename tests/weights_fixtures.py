@@ -80,6 +80,20 @@ def images(n: int = 2, size: int = 32, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
 
 
+def write_photos(root: Path, classes: int = 5, per_class: int = 4) -> Path:
+    """``root/photos/class_<k>/<i>.jpg``: small JPEGs, a class-coloured channel each."""
+    import keras
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / "photos" / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            pixels[:, :, c % 3] = 40 * c
+            keras.utils.save_img(folder / f"{i}.jpg", pixels)
+    return root / "photos"
+
+
 def files_below(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file())
 
