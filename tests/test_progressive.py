@@ -1,6 +1,7 @@
 """progressive_plan against hand-written sequences (docs/reference.md §4)."""
 
 import dataclasses
+import json
 
 import pytest
 
@@ -178,8 +179,16 @@ def test_stage_is_frozen_and_serialisable():
     assert Stage.from_dict(stage.to_dict()) == stage
     assert list(stage.to_dict()) == ["index", "start_epoch", "end_epoch", "image_size",
                                      "randaug_magnitude", "mixup_alpha", "cutmix_alpha",
-                                     "dropout"]
-    assert stage.augment.record() == {"randaug": 5.0, "mixup": 0.0, "cutmix": 0.0}
+                                     "crop_area_range", "dropout"]
+    assert stage.augment.record() == {"randaug": 5.0, "mixup": 0.0, "cutmix": 0.0,
+                                      "crop": "source"}
+    # A crop of the user's own survives config.json (a list there); a plan written
+    # before the crop was a field reads as the recipe's crop.
+    mild = dataclasses.replace(stage, augment=dataclasses.replace(
+        stage.augment, crop_area_range=(0.5, 1.0)))
+    assert Stage.from_dict(json.loads(json.dumps(mild.to_dict()))) == mild
+    old = {k: v for k, v in stage.to_dict().items() if k != "crop_area_range"}
+    assert Stage.from_dict(old) == stage
     assert "171px" in stage.describe(4) and "Stage 1/4" in stage.describe(4)
 
 

@@ -4,9 +4,20 @@ A source only says where its (image, integer label) records come from, in which 
 for which input pipeline; this module turns those records into batches, identically for
 every source:
 
-train: records (shuffled from ``(seed, epoch)``, sharded) -> Inception crop + resize ->
-flip -> RandAugment -> one-hot -> batch -> MixUp/CutMix -> prefetch. One pass, no repeat.
+train: records (shuffled from ``(seed, epoch)``, sharded) -> Inception crop (or the eval
+centre crop: ``Augment.crop_area_range``) + resize -> flip -> RandAugment -> one-hot ->
+batch -> MixUp/CutMix -> prefetch. One pass, no repeat.
 eval:  records (in order, sharded) -> centre crop + resize -> one-hot -> batch -> prefetch.
+
+Length: where a source knows how many records a pass holds, the dataset says so
+(``cardinality()`` is the number of batches), so ``model.fit`` shows real progress and
+pruning knows its steps: always for the folder and the embedded sets (their images were
+decoded at load time or are in memory); for the training split of TFRecord and TFDS
+unless each pipeline reads whole files (their eval length counts records, not images
+that decode, so it is left unknown rather than padded). A
+record whose image fails to decode in the pipeline is dropped (logged by tf.data) and the
+pass made up to its length from its start, so a file that broke after the load-time scan
+costs one repeated image, not the epoch's length.
 
 Every random draw derives from ``(seed, epoch, input pipeline, position)``, so two calls with
 the same arguments yield identical batches, and ``ds.skip(n)`` resumes at batch ``n``.
@@ -35,7 +46,7 @@ from keras_effnet.data import transforms
 from keras_effnet.data.augment import Augment
 from keras_effnet.data.seeding import permutation, tf_key
 
-__all__ = ["Source", "IndexedSource", "pipeline", "AUTOTUNE", "logger"]
+__all__ = ["Source", "IndexedSource", "pipeline", "records_in_part", "AUTOTUNE", "logger"]
 
 logger = logging.getLogger("keras_effnet.data")
 
@@ -55,11 +66,28 @@ def pipeline(input_context: tf.distribute.InputContext | None) -> tuple[int, int
     return input_context.num_input_pipelines, input_context.input_pipeline_id
 
 
+def records_in_part(total: int, input_context: tf.distribute.InputContext | None) -> int:
+    """Records this pipeline reads of ``total`` when pipelines take every n-th record."""
+    num_pipelines, pipeline_id = pipeline(input_context)
+    return len(range(pipeline_id, total, num_pipelines))
+
+
 def _pipeline_batch_size(batch_size: int,
                          input_context: tf.distribute.InputContext | None) -> int:
     if input_context is None:
         return batch_size
     return input_context.get_per_replica_batch_size(batch_size)
+
+
+def _with_length(ds: tf.data.Dataset, count: int | None) -> tf.data.Dataset:
+    """``ds`` with a known length of ``count`` records (None: left as it is). A pass that
+    comes up short (a record dropped by ``ignore_errors``) is made up from its start
+    (the same order: records are ordered before this), where an asserted length would
+    fail the epoch; an input that yields nothing ends (``repeat`` stops on an empty pass).
+    """
+    if count is None or int(ds.cardinality()) == count:
+        return ds
+    return ds.repeat().take(count)
 
 
 def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -77,13 +105,17 @@ def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 @functools.lru_cache(maxsize=64)
 def _train_image_fn(image_size: int, randaug_magnitude: float, flip: bool,
-                    area_range: tuple[float, float], num_classes: int):
+                    area_range: tuple[float, float] | None, num_classes: int):
     randaug = transforms.RandAugment(randaug_magnitude) if randaug_magnitude > 0 else None
 
     @tf.function(reduce_retracing=True)
     def one(image_key, index, image, label):
         seeds = tf.random.experimental.stateless_split(tf.stack([image_key, index]), 3)
-        image = transforms.random_crop_and_resize(image, image_size, seeds[0], area_range)
+        if area_range is None:  # no random crop: the view evaluation sees
+            image = transforms.center_crop_and_resize(image, image_size)
+        else:
+            image = transforms.random_crop_and_resize(image, image_size, seeds[0],
+                                                      area_range)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seeds[1])
         if randaug is not None:
@@ -121,7 +153,8 @@ class Source:
     name: str = "source"
     #: Horizontal flip when ``train_dataset(flip=None)``.
     default_flip: bool = True
-    #: Inception-crop area range (fraction of the image).
+    #: The Inception crop's area range (fraction of the image) when the Augment record
+    #: says ``crop_area_range="source"`` (its default; the recipe's).
     crop_area_range: tuple[float, float] = transforms.INCEPTION_AREA_RANGE
     #: Drop records whose image fails to decode in the pipeline (logged by tf.data)
     #: instead of stopping the run: files can break after the load-time scan, and
@@ -162,6 +195,14 @@ class Source:
         """Up to ``n`` training ``(image, label)`` records, the same on every call."""
         raise NotImplementedError
 
+    def _num_records(self, train: bool,
+                     input_context: tf.distribute.InputContext | None) -> int | None:
+        """How many records one pass of this input pipeline yields (of the training split
+        when ``train``, else of the validation split), or None when not known. An eval
+        count must be of images known to decode: a stand-in for a dropped one would be
+        evaluated."""
+        return None
+
     # --- pipelines --------------------------------------------------------------------
 
     def train_dataset(self, image_size: int = 64, batch_size: int = 32,
@@ -174,9 +215,11 @@ class Source:
         Yields ``(images, labels)``: float32 ``[B, image_size, image_size, 3]`` in [0, 255]
         and float32 one-hot (or mixed) ``[B, num_classes]`` rows summing to 1.
         ``batch_size`` is the global batch (see the module docstring for
-        ``input_context``). ``augment`` says which RandAugment / MixUp / CutMix to apply
-        (default ``Augment()``: RandAugment 5, no mixing; ``Augment.none()``: none);
-        ``flip=None`` uses the source's ``default_flip``.
+        ``input_context``). ``augment`` says which crop / RandAugment / MixUp / CutMix to
+        apply (default ``Augment()``: the source's Inception crop, RandAugment 5, no
+        mixing; ``Augment.none()``: the eval centre crop and nothing else);
+        ``flip=None`` uses the source's ``default_flip``. ``cardinality()`` is the number
+        of batches when the source knows its length (see the module docstring).
         """
         _check_positive_int(image_size=image_size, batch_size=batch_size)
         if not isinstance(augment, Augment):
@@ -190,7 +233,7 @@ class Source:
         # Keyed on the parts each function uses: a new mixup alpha does not retrace
         # RandAugment, a new magnitude does not rebuild the mixer.
         one = _train_image_fn(int(image_size), augment.randaugment, flip,
-                              tuple(self.crop_area_range), self.num_classes)
+                              augment.area_range(self.crop_area_range), self.num_classes)
         mix = _mix_fn(float(augment.mixup_alpha), float(augment.cutmix_alpha))
         image_key = tf_key(seed, epoch, pipeline_id, 1)
         batch_key = tf_key(seed, epoch, pipeline_id, 2)
@@ -200,6 +243,7 @@ class Source:
                     num_parallel_calls=AUTOTUNE)
         if self.tolerate_decode_errors:
             ds = ds.ignore_errors(log_warning=True)
+        ds = _with_length(ds, self._num_records(True, input_context))
         ds = ds.batch(pipeline_batch, drop_remainder=drop_remainder,
                       num_parallel_calls=AUTOTUNE)
         if mix is not None:
@@ -214,7 +258,8 @@ class Source:
         """The validation split, in order, centre-cropped and resized; last batch kept.
 
         Yields float32 ``[B, image_size, image_size, 3]`` in [0, 255] and one-hot float32
-        ``[B, num_classes]``. ``batch_size`` is global, as in ``train_dataset``.
+        ``[B, num_classes]``. ``batch_size`` is global, as in ``train_dataset``;
+        ``cardinality()`` as there.
         """
         _check_positive_int(image_size=image_size, batch_size=batch_size)
         if self.num_val == 0:
@@ -225,6 +270,7 @@ class Source:
                                                    num_parallel_calls=AUTOTUNE)
         if self.tolerate_decode_errors:
             ds = ds.ignore_errors(log_warning=True)
+        ds = _with_length(ds, self._num_records(False, input_context))
         ds = ds.batch(pipeline_batch, drop_remainder=False, num_parallel_calls=AUTOTUNE)
         return _deterministic(ds.prefetch(AUTOTUNE))
 
@@ -284,3 +330,7 @@ class IndexedSource(Source):
     def _representative_records(self, n):
         order = self._train_idx[permutation(len(self._train_idx), 0xCA1B)][:n]
         return self._records_for(order, None)
+
+    def _num_records(self, train, input_context):
+        # Every row was decoded at load time (folder) or is pixels in memory.
+        return records_in_part(self.num_train if train else self.num_val, input_context)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_effnet.data.base import AUTOTUNE, Source, pipeline
+from keras_effnet.data.base import AUTOTUNE, Source, pipeline, records_in_part
 from keras_effnet.data.seeding import key
 
 __all__ = ["TFDSSource"]
@@ -62,9 +62,7 @@ class TFDSSource(Source):
 
     def _read(self, split: str, input_context, shuffle_seed: int | None) -> tf.data.Dataset:
         num_pipelines, pipeline_id = pipeline(input_context)
-        # TFDS shards by file itself, but only when there are enough files.
-        num_shards = getattr(self._builder.info.splits[split], "num_shards", 0) or 0
-        by_file = num_pipelines > 1 and num_shards >= num_pipelines
+        by_file = self._by_file(split, num_pipelines)
         read_config = self._tfds.ReadConfig(
             shuffle_seed=shuffle_seed, input_context=input_context if by_file else None)
         ds = self._builder.as_dataset(
@@ -77,6 +75,11 @@ class TFDSSource(Source):
         return ds.map(lambda image, label: (image, tf.cast(label - offset, tf.int32)),
                       num_parallel_calls=AUTOTUNE)
 
+    def _by_file(self, split: str, num_pipelines: int) -> bool:
+        # TFDS shards by file itself, but only when there are enough files.
+        num_shards = getattr(self._builder.info.splits[split], "num_shards", 0) or 0
+        return num_pipelines > 1 and num_shards >= num_pipelines
+
     def _train_records(self, seed, epoch, input_context):
         _, pipeline_id = pipeline(input_context)
         ds = self._read(self._train_split, input_context, key(seed, epoch, 4) >> 33)
@@ -88,3 +91,10 @@ class TFDSSource(Source):
 
     def _representative_records(self, n):
         return self._read(self._train_split, None, None).take(n)
+
+    def _num_records(self, train, input_context):
+        # TFDS counts examples, not images that decode: the eval length stays unknown
+        # (a corrupt one is dropped, not replaced); per file, the counts are TFDS'.
+        if not train or self._by_file(self._train_split, pipeline(input_context)[0]):
+            return None
+        return records_in_part(self.num_train, input_context)

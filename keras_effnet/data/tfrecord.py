@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from keras_effnet.data.base import AUTOTUNE, Source, pipeline, logger
+from keras_effnet.data.base import AUTOTUNE, Source, logger, pipeline, records_in_part
 from keras_effnet.data.seeding import key, permutation
 
 __all__ = ["TFRecordSource", "make_example", "write_tfrecord"]
@@ -176,3 +176,12 @@ class TFRecordSource(Source):
     def _representative_records(self, n):
         return self._read(np.array(self._train_files), None).take(n).map(
             self._parse, num_parallel_calls=AUTOTUNE)
+
+    def _num_records(self, train, input_context):
+        # The load-time scan counted records, not images that decode: the eval length
+        # stays unknown (a corrupt record is dropped, not replaced). Per file, the
+        # counts are not kept.
+        num_pipelines, _ = pipeline(input_context)
+        if not train or (num_pipelines > 1 and len(self._train_files) >= num_pipelines):
+            return None
+        return records_in_part(self.num_train, input_context)

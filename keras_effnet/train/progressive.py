@@ -145,8 +145,10 @@ class Stage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Stage":
-        """The inverse of :meth:`to_dict`."""
-        augment = Augment(**{f.name: data[f.name] for f in dataclasses.fields(Augment)})
+        """The inverse of :meth:`to_dict` (an Augment field a plan written before it
+        existed lacks takes its default: ``crop_area_range``'s is the recipe's crop)."""
+        augment = Augment(**{f.name: data[f.name] for f in dataclasses.fields(Augment)
+                             if f.name in data})
         return cls(index=data["index"], start_epoch=data["start_epoch"],
                    end_epoch=data["end_epoch"], image_size=data["image_size"],
                    augment=augment, dropout=data["dropout"])
