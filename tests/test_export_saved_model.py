@@ -308,3 +308,28 @@ def test_bad_arguments(tmp_path):
         saved_model.export_saved_model(model, tmp_path, version=0)
     with pytest.raises(ValueError, match="pass image_size"):
         saved_model.export_saved_model(tiny_model(size=None), tmp_path)
+
+
+@pytest.mark.slow
+def test_an_unrelated_model_is_not_added_as_a_version_of_another(tmp_path):
+    # A 10-class model, then a 3-class fine-tune and another architecture under the same
+    # (default) name: refused, naming both, nothing written; another name or the
+    # explicit switch adds them.
+    saved_model.export_saved_model(tiny_model(size=None), tmp_path, warmup=False, image_size=32)
+    three = tiny_model(size=None, classes=3)
+    with pytest.raises(saved_model.OtherModelError,
+                       match=r"serves another model as 'tiny' \(version 1\): its classes are "
+                             r"10 \[0, 1, 2, 3, \.\.\.\], this model's 3 \[cat, dog, owl\]"):
+        saved_model.export_saved_model(three, tmp_path, class_names=["cat", "dog", "owl"],
+                                       warmup=False, image_size=32)
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1"]
+    import keras_effnet
+    wider = keras_effnet.build(arch=["r1_k3_s1_e1_i8_o16_f"], classes=10, name="tiny")
+    with pytest.raises(saved_model.OtherModelError, match=r"it is tiny \([\d,]+ parameters\), "
+                                                          r"this model tiny \([\d,]+ param"):
+        saved_model.export_saved_model(wider, tmp_path, warmup=False, image_size=32)
+    assert saved_model.export_saved_model(three, tmp_path, model_name="pets",
+                                          class_names=["cat", "dog", "owl"],
+                                          warmup=False, image_size=32).version == 1
+    assert saved_model.export_saved_model(wider, tmp_path, allow_other_model=True,
+                                          warmup=False, image_size=32).version == 2

@@ -34,6 +34,7 @@ _EXPORTS = {
     "ExportError": "config",
     "ExportReport": "report",
     "LiteRunner": "tflite",
+    "OtherModelError": "saved_model",
     "PruneConfig": "prune",
     "PruneResult": "prune",
     "SavedModelExport": "saved_model",

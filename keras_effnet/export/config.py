@@ -89,6 +89,10 @@ class ExportConfig:
     model_name: str | None = option(None, help="Served model name (default: the variant "
                                     "name).")
     version: int | None = option(None, help="Version to write (default: the next free one).")
+    allow_other_model: bool = option(
+        False, help="Add the version even if the newest one served under the model name has "
+        "other classes or another architecture (default: refused, naming both; use "
+        "--model_name for an unrelated model).")
     dataset: str | None = option(None, help="Held-out data (default: the run's dataset).")
     data_dir: str | None = option(None, help="Its directory (default: the run's).")
     image_size: int | None = option(None, help="Evaluation size (default: the run's).")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # for the hints only: this module need not load the export's 
 
 __all__ = ["SavedModelExport", "ServingSpec", "VersionExistsError", "build_export_archive",
            "export_saved_model", "next_version", "sample_image_bytes", "model_image_size",
+           "OtherModelError",
            "export"]
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -171,6 +172,54 @@ def build_export_archive(model: Any, spec: ServingSpec, labels_path: str | os.Pa
     return archive
 
 
+class OtherModelError(ValueError):
+    """The served model's newest version has other classes or another architecture."""
+
+
+def _architecture(model: Any) -> str:
+    """What identifies the network behind a version: its name and parameter count."""
+    return f"{model.name} ({model.count_params():,} parameters)"
+
+
+def _newest_version(model_dir: Path) -> Path | None:
+    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+                and int(p.name) <= serving_config.MAX_VERSION] if model_dir.is_dir() else []
+    return max(versions, key=lambda p: int(p.name), default=None)
+
+
+def _check_same_model(model_dir: Path, model_name: str, spec: ServingSpec,
+                      architecture: str) -> None:
+    newest = _newest_version(model_dir)
+    if newest is None:
+        return
+    labels = newest / "assets" / LABELS_FILE
+    try:
+        theirs = labels.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return  # not one of ours (or damaged): nothing to compare
+    try:
+        info = json.loads((newest / "assets.extra" / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        info = {}
+    what = None
+    if list(theirs) != list(spec.class_names):
+        what = (f"its classes are {_short(theirs)}, this model's {_short(spec.class_names)}")
+    elif info.get("architecture") not in (None, architecture):
+        what = f"it is {info['architecture']}, this model {architecture}"
+    if what:
+        raise OtherModelError(
+            f"{model_dir} serves another model as {model_name!r} (version {newest.name}): "
+            f"{what}. Export under its own name (model_name=..., --model_name) or, to "
+            "change what clients of that name get, pass allow_other_model=True "
+            "(--allow_other_model). Nothing was written.")
+
+
+def _short(names) -> str:
+    names = list(names)
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return f"{len(names)} [{shown}]"
+
+
 def _remove_stale_temporaries(model_dir: Path) -> None:
     # Called with the lock held, so any temporary left is from a dead exporter.
     for path in model_dir.glob(_TMP_PREFIX + "*"):
@@ -198,7 +247,8 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
                        serving_base_path: str = "/models",
                        batching: serving_config.BatchingConfig | None = None,
                        keep_versions: int = 2,
-                       metadata: dict[str, Any] | None = None) -> SavedModelExport:
+                       metadata: dict[str, Any] | None = None,
+                       allow_other_model: bool = False) -> SavedModelExport:
     """Exports ``model`` as ``<base_dir>/<model_name>/<version>/``, atomically.
 
     Args:
@@ -220,6 +270,14 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
         batching: batching parameters to write (default: keep the file, or create it).
         keep_versions: how many newest versions ``models.config`` serves.
         metadata: extra JSON written to ``assets.extra/keras_effnet_export.json``.
+        allow_other_model: add the version even when the newest version served under
+            ``model_name`` has other classes or another architecture (what its clients
+            get changes). By default that raises :class:`OtherModelError` naming both,
+            and nothing is written: unrelated models belong under their own names.
+
+    Example:
+        >>> export_saved_model(model, "saved_models", model_name="photos",
+        ...                    class_names=["cat", "dog"])   # saved_models/photos/1/
     """
     classes = int(model.output_shape[-1])
     spec = ServingSpec(image_size=model_image_size(model, image_size),
@@ -238,6 +296,8 @@ def export_saved_model(model: Any, base_dir: str | os.PathLike = "saved_models",
     with serving_config.export_lock(base), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", serving_config.ModelsConfigWarning)
         _remove_stale_temporaries(model_dir)
+        if not allow_other_model:
+            _check_same_model(model_dir, model_name, spec, _architecture(model))
         if version is None:
             version = next_version(model_dir)
         final = model_dir / str(version)
@@ -285,7 +345,8 @@ def _write_version(model, spec: ServingSpec, path: Path, model_name: str, warmup
                                              warmup_batch_sizes)
     import keras_effnet
     info = {"model_name": model_name, "image_size": spec.image_size,
-            "classes": len(spec.class_names), "top_k": spec.top_k,
+            "classes": len(spec.class_names), "architecture": _architecture(model),
+            "top_k": spec.top_k,
             "max_pixels": spec.max_pixels, "keras_effnet": keras_effnet.__version__,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "signatures": {"serving_default": "image_bytes: string [N] -> probabilities, "
@@ -306,6 +367,7 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
         model, config.saved_models, model_name=context.name, version=context.version,
         class_names=context.class_names, image_size=context.image_size, top_k=config.top_k,
         max_pixels=config.max_pixels, serving_base_path=config.serving_base_path,
+        allow_other_model=config.allow_other_model,
         metadata={"source": context.origin,
                   "pruned_sparsity": config.prune.target_sparsity if pruned else 0.0})
     for warning in written.warnings:
