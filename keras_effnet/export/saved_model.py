@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from keras_effnet.builder import model_image_size  # re-exported: the serving size
+from keras_effnet.errors import ConfigError
 from keras_effnet.export import images as images_lib
 from keras_effnet.export import serving_config
 from keras_effnet.export.report import Artifact
@@ -172,8 +173,12 @@ def build_export_archive(model: Any, spec: ServingSpec, labels_path: str | os.Pa
     return archive
 
 
-class OtherModelError(ValueError):
-    """The served model's newest version has other classes or another architecture."""
+class OtherModelError(ConfigError):
+    """The served model's newest version has other classes or another architecture (a
+    :class:`ConfigError` of ``model_name``: the CLI prints it as one line)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "model_name")
 
 
 def _architecture(model: Any) -> str:
