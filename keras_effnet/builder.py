@@ -113,9 +113,10 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         keras_module: ``keras`` (default) or ``tf_keras`` for a tf_keras twin.
         pyramid_outputs: with ``include_top=False``, output a dict of feature maps
             ``{"P1": ..., "P5": ...}`` at strides 2 to 32, each the output of the last
-            block at its stride (P5: the last block's projection, before the head conv,
-            as keras-hub); channels: :func:`pyramid_channels`. The maps stay in the
-            compute dtype under mixed precision, for the layers that follow.
+            block at its stride (P5: the last block's projection, before the head conv:
+            tensorflow/tpu's ``reduction_5`` endpoint, as EfficientDet reads it; keras-hub
+            takes P5 after the head conv); channels: :func:`pyramid_channels`. The maps
+            stay in the compute dtype under mixed precision, for the layers that follow.
     """
     keras_module = _keras_module(keras_module)
     layers = keras_module.layers

@@ -12,7 +12,8 @@ DROPOUT_LAYER = "top_dropout"
 CLASSIFIER_LAYER = "predictions"
 # The head: the 1x1 conv, BatchNorm and activation after the last block.
 HEAD_PREFIX = "top_"
-# Feature-pyramid levels: P{i} is the last block's output at stride 2**i (keras-hub's keys).
+# Feature-pyramid levels: P{i} is the last block's output at stride 2**i (keras-hub's keys;
+# tensorflow/tpu's reduction_{i} endpoints).
 PYRAMID_STRIDES = (2, 4, 8, 16, 32)
 
 
