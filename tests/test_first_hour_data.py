@@ -143,3 +143,96 @@ def test_model_fit_on_a_folder_shows_its_steps_and_does_not_run_out(folder, caps
     out = capsys.readouterr().out
     assert "Unknown" not in out and f"{steps}/{steps}" in out, out
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+# --- (a) a folder of one's own images, trained and exported as the README says --------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "r1_k3_s1_e1_i8_o8_f,r1_k3_s2_e2_i8_o16_se0.25"
+
+
+def _script(name, *args):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """scripts/train.py on a folder of 128 small JPEGs (int8 calibration takes 100 of the
+    training images), the default export included: pruned to 50 % with its fine-tuning's
+    steps taken from the data."""
+    root = tmp_path_factory.mktemp("first_hour")
+    photos = root / "photos"
+    for label, name in enumerate(CLASSES):
+        os.makedirs(photos / name)
+        for i in range(64):
+            (photos / name / f"{i}.jpg").write_bytes(_gradient(120 * label + i))
+    result = _script("train.py", "--dataset=folder", f"--data_dir={photos}",
+                     f"--model={TINY}", "--epochs=1", "--stages=1", "--batch_size=16",
+                     "--image_size=16", "--min_image_size=8",
+                     f"--model_dir={root / 'run'}", f"--saved_models={root / 'saved'}",
+                     f"--tflite_dir={root / 'tflite'}")
+    return root, result
+
+
+@pytest.mark.slow
+def test_train_on_a_folder_ends_with_the_default_pruned_export(folder_run):
+    root, result = folder_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lite = root / "tflite" / "efficientnet-custom" / "1"
+    assert (lite / "efficientnet-custom-pruned50-int8.tflite").is_file()
+    assert (root / "saved" / "efficientnet-custom" / "1" / "saved_model.pb").is_file()
+    assert "kernel sparsity >= 50" in result.stdout
+
+
+@pytest.mark.slow
+def test_export_prunes_a_folder_run_without_a_steps_flag(folder_run):
+    root, _ = folder_run
+    result = _script("export.py", f"--model_dir={root / 'run'}", "--prune=0.5",
+                     "--prune_epochs=1", "--formats=tflite", "--quantize=none",
+                     f"--tflite_dir={root / 'again'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "again" / "efficientnet-custom" / "1" /
+            "efficientnet-custom-pruned50-none.tflite").is_file()
+    assert "kernel sparsity >= 50" in result.stdout
+
+
+# --- (d) help texts say what the code does ----------------------------------------------
+
+def _help(config_class, name):
+    import dataclasses
+
+    return next(f for f in dataclasses.fields(config_class) if f.name == name).metadata["help"]
+
+
+def test_size_help_texts_state_the_sizes_the_code_uses():
+    from keras_effnet.search.config import SearchConfig
+    from keras_effnet.train.config import TrainConfig
+
+    for dataset in ("mnist5k", "digits"):
+        config = TrainConfig(dataset=dataset)
+        _, recipe = config.resolved_model()
+        plan = progressive_plan(recipe, config.epochs, config.stages,
+                                config.resolved_progressive_mode(),
+                                config.resolved_min_image_size(recipe))
+        assert f"{plan[0].image_size} on the embedded datasets" in \
+            _help(TrainConfig, "min_image_size")
+        assert f"{plan[-1].image_size} on the embedded datasets" in \
+            _help(TrainConfig, "image_size")
+        size = SearchConfig(dataset=dataset).resolved_image_size(224)
+        assert f"{size} on digits and mnist5k" in _help(SearchConfig, "image_size")
+    # Elsewhere automl's 128, or half a last size of 128 px or less, never under 64.
+    text = _help(TrainConfig, "min_image_size")
+    assert "automl's 128" in text and "half" in text and "64 for an EfficientNet" in text
+    assert _sizes_of(progressive_plan({"train_size": 128}, 4))[0] == 80  # from 64
+    assert _sizes_of(progressive_plan({"train_size": 96}, 4))[0] == 72  # from 64, not 48
+
+
+def _sizes_of(plan):
+    return [stage.image_size for stage in plan]

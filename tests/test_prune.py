@@ -89,6 +89,27 @@ def test_fine_tuning_is_seeded_whatever_ran_before():
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
 
 
+def test_a_dataset_without_a_length_is_counted_and_one_that_repeats_needs_steps():
+    import tensorflow as tf
+
+    from keras_effnet.errors import ConfigError
+    x, y, _, _ = digits(size=32)
+    # 5 batches behind a filter: tf.data cannot tell the length (as a user's own
+    # pipeline, or a source sharded by file).
+    ds = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(8).filter(
+        lambda images, labels: True)
+    assert int(ds.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    config = prune.PruneConfig(epochs=2, learning_rate=1e-3, frequency=1)
+    result = prune.prune(tiny_model(), ds, config, variant=TINY_ARCH)
+    # Both epochs ran, and the schedule (end step int(5 * 2 * 0.6) = 6) reached the
+    # target: the steps were the 5 batches.
+    assert len(result.history["loss"]) == 2
+    assert result.min_sparsity >= 0.5
+    with pytest.raises(ConfigError, match="set steps_per_epoch") as error:
+        prune.prune(tiny_model(), ds.repeat(), config, variant=TINY_ARCH)
+    assert error.value.field == "steps_per_epoch"
+
+
 def test_twin_has_the_same_outputs():
     model = tiny_model()
     twin = prune.tf_keras_twin(model, variant=TINY_ARCH)

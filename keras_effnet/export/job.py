@@ -156,9 +156,9 @@ def _prune(context: ExportContext) -> Any:
     prune_config = context.config.prune
     context.log(f"pruning to {prune_config.target_sparsity:.0%} sparsity and fine-tuning "
                 f"for {prune_config.epochs} epochs ...")
+    # The last, partial batch kept: a folder of fewer than 32 training images is still
+    # one step. prune() takes an epoch's steps from the dataset's length.
     train = context.source.train_dataset(image_size=context.image_size, batch_size=32,
-                                         augment=Augment.none())
-    if prune_config.steps_per_epoch:
-        train = train.repeat()
+                                         augment=Augment.none(), drop_remainder=False)
     return prune_lib.prune(context.model, train, prune_config, variant=context.variant,
                            image_size=context.image_size)

@@ -242,6 +242,29 @@ def _labels_are_sparse(train_data: Any) -> bool:
     return len(spec[1].shape) == 1
 
 
+def _dataset_steps(dataset: Any, steps_per_epoch: int | None) -> tuple[Any, int]:
+    """(the dataset to fit on, steps per epoch): ``steps_per_epoch``, else one pass over
+    the data, its length counted once when it has none (a pass of the input pipeline).
+    The dataset comes back repeated whenever an epoch is not exactly one pass, since
+    tf_keras then keeps one iterator across epochs and a finite one would run out."""
+    import tensorflow as tf
+
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        if steps_per_epoch is None:
+            raise ConfigError("train_data repeats forever, so one pass over it is no "
+                              "epoch: set steps_per_epoch (e.g. 100).", "steps_per_epoch")
+        return dataset, steps_per_epoch
+    if cardinality == tf.data.UNKNOWN_CARDINALITY and steps_per_epoch is None:
+        cardinality = int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+    if cardinality == 0 and steps_per_epoch is None:
+        raise ValueError("train_data holds no batches; pruning needs training data.")
+    steps_per_epoch = steps_per_epoch or cardinality
+    if steps_per_epoch != int(dataset.cardinality()):
+        dataset = dataset.repeat()
+    return dataset, steps_per_epoch
+
+
 def _sparsity_steps(config: PruneConfig, steps_per_epoch: int) -> tuple[int, int]:
     """(mask update frequency, step at which the target sparsity is reached)."""
     reached = int(steps_per_epoch * config.epochs * config.prune_end_fraction)
@@ -271,7 +294,9 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
     Args:
         model: a keras_effnet Keras 3 classifier (softmax output).
         train_data: ``(images, labels)`` arrays, or a ``tf.data.Dataset`` of batches;
-            images float32 in [0, 255], labels integer or one-hot.
+            images float32 in [0, 255], labels integer or one-hot. An epoch is one pass
+            unless ``config.steps_per_epoch`` says (a dataset of unknown length is
+            counted once; one that repeats forever needs it).
         config: :class:`PruneConfig`.
         variant: the model's architecture when ``model.name`` is not a built-in variant.
         image_size: fixed input size for the ``xnnpack`` policy (default: model's
@@ -309,11 +334,7 @@ def prune(model: Any, train_data: Any, config: PruneConfig = PruneConfig(), *,
         batch_size = ARRAY_BATCH_SIZE
         steps_per_epoch = config.steps_per_epoch or math.ceil(len(images) / batch_size)
     else:
-        cardinality = int(train_data.cardinality())
-        steps_per_epoch = config.steps_per_epoch or (cardinality if cardinality > 0 else None)
-        if steps_per_epoch is None:
-            raise ValueError("train_data is infinite or of unknown length: set "
-                             "PruneConfig.steps_per_epoch.")
+        train_data, steps_per_epoch = _dataset_steps(train_data, config.steps_per_epoch)
     frequency, end_step = _sparsity_steps(config, steps_per_epoch)
 
     def wrap(layer):
