@@ -243,3 +243,52 @@ def test_drop_path_follows_the_dropout_ramp():
     # no dropout at the end: nothing to follow
     plan = progressive_plan({"train_size": 128, "dropout": 0.0}, 4, mode="paper")
     assert [drop_path_scale(plan, s) for s in plan] == [1.0] * 4
+
+
+def _sizes(plan):
+    return [stage.image_size for stage in plan]
+
+
+def test_image_size_gives_a_small_plan_by_hand():
+    assert _sizes(progressive_plan("efficientnetv2-b0", epochs=4)) == [144, 160, 176, 192]
+    # automl: a last size of 128 px or less starts at half of it, 64 + 64 * (i + 1) / 4.
+    small = progressive_plan("efficientnetv2-b0", epochs=4, image_size=128)
+    assert _sizes(small) == [80, 96, 112, 128]
+    assert [s.dropout for s in small] == [0.2] * 4  # the variant's, constant in automl
+    # 96 + 32 * (i + 1) / 4
+    assert _sizes(progressive_plan("efficientnetv2-b0", epochs=4, image_size=128,
+                                   min_image_size=96)) == [104, 112, 120, 128]
+    # paper: 80 -> 128 in equal steps, dropout 0.1 -> 0.2 with it (the main job).
+    paper = progressive_plan("efficientnetv2-b0", epochs=8, image_size=128,
+                             min_image_size=80, mode="paper")
+    assert _sizes(paper) == [80, 96, 112, 128]
+    assert [s.dropout for s in paper] == pytest.approx([0.1, 0.4 / 3, 0.5 / 3, 0.2])
+    assert [(s.start_epoch, s.end_epoch) for s in paper] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    # At 64 px the first-size rule (a 2x2 final feature map) leaves no room to grow.
+    assert _sizes(progressive_plan("efficientnetv2-b0", epochs=4, image_size=64)) == [64] * 4
+    # Another size is a custom recipe, not Table 6's row (S: 128 -> 300, RandAugment 5
+    # -> 15 there; S's own recipe ends at RandAugment 10).
+    s_paper = progressive_plan("efficientnetv2-s", epochs=4, mode="paper", image_size=300)
+    assert s_paper[-1].randaug_magnitude == P.resolve_recipe("efficientnetv2-s").randaug
+
+
+def test_image_size_is_the_trainers_image_size():
+    from keras_effnet.train.config import TrainConfig
+
+    config = TrainConfig(model="efficientnetv2-s", image_size=96, min_image_size=64,
+                         progressive_mode="paper", epochs=8)
+    _, recipe = config.resolved_model()
+    assert progressive_plan("efficientnetv2-s", 8, mode="paper", image_size=96,
+                            min_image_size=64) == \
+        progressive_plan(recipe, 8, mode="paper", min_image_size=64)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(image_size=1), "image_size must be an integer >= 2"),
+    (dict(image_size=64.0), "image_size must be an integer"),
+    (dict(image_size=64, min_image_size=32), "min_image_size must be >= 64"),
+    (dict(image_size=96, min_image_size=128), "min_image_size must be <= the final"),
+])
+def test_image_size_mistakes_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        progressive_plan("efficientnetv2-b0", epochs=4, **kwargs)

@@ -61,8 +61,8 @@ class SearchConfig:
     depth: float = cli.option(
         0.5, help="Depth multiplier of the base on the proxy.")
     image_size: int | None = cli.option(
-        None, help="Base resolution of the proxy (default: 32 on digits, else the base's "
-        "train size).")
+        None, help="Base resolution of the proxy (default: 64 on digits and mnist5k, "
+        "else the base's train size).")
     dataset: str = cli.option(
         "digits", help="Proxy data: digits (embedded), folder, tfrecord or tfds:<name>.")
     data_dir: str | None = cli.option(

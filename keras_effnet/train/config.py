@@ -128,8 +128,9 @@ class TrainConfig:
         None, help="Last stage's image size (default: the model's train size; 128 on "
         "the embedded datasets).")
     min_image_size: int | None = cli.option(
-        None, help="First image size of the schedule (default: automl's 128; 64 on "
-        "the embedded datasets).")
+        None, help="First image size of the schedule (default: automl's 128, or half "
+        "the last size when that is 128 or less, never under twice the network's "
+        "reduction: 64 for an EfficientNet; 80 on the embedded datasets).")
     eval_image_size: int | None = cli.option(
         None, help="Evaluation size (default: the last stage's).")
     width: float | None = cli.option(None, help="Width multiplier override.")

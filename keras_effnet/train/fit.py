@@ -9,7 +9,9 @@ Each stage sets the model's head dropout to the stage's rate and its blocks' dro
 rates to their built rates times :func:`~keras_effnet.train.progressive.drop_path_scale`
 (as the trainer does: constant in automl mode, ramping with dropout in paper mode), forces
 Keras to retrace its train function when a rate changed (a rate is a Python float baked
-into the traced graph), and fits epochs ``[stage.start_epoch, stage.end_epoch)`` with
+into the graph ``model.fit`` traces; the trainer's own step reads its rates from
+variables instead, :mod:`keras_effnet.train.dropout_rates`, and is not traced again), and
+fits epochs ``[stage.start_epoch, stage.end_epoch)`` with
 ``initial_epoch``, so epoch numbers, callbacks and the optimizer's LR schedule run on
 continuously. The built drop-path rates are the ones a layer had when
 :func:`fit_progressive` first saw it; to resume in a new process, build the model afresh
@@ -33,8 +35,10 @@ _BUILT_RATE = "_keras_effnet_built_rate"  # a drop path's rate before any stage 
 def set_dropout(model: Any, rate: float, layer_name: str = DROPOUT_LAYER) -> bool:
     """Set the rate of the model's head ``Dropout`` layer; True when it changed.
 
-    Traced functions keep the old rate until they are traced again (the trainer and
-    :func:`fit_progressive` do that). Raises ValueError when ``rate > 0`` and the model
+    A function Keras traced keeps the old rate until it is traced again
+    (:func:`fit_progressive` retraces; the trainer's step reads the rate from a variable,
+    :class:`~keras_effnet.train.dropout_rates.DropoutRates`, so it needs no new trace,
+    and this sets the layer so a saved model says its rate). Raises ValueError when ``rate > 0`` and the model
     has no such layer (keras_effnet builds it only when dropout > 0).
     """
     if not 0.0 <= rate < 1.0:

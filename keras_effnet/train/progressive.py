@@ -221,7 +221,8 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
-                     mode: str = "automl", min_image_size: int | None = None) -> list[Stage]:
+                     mode: str = "automl", min_image_size: int | None = None,
+                     image_size: int | None = None) -> list[Stage]:
     """The progressive-learning schedule: one :class:`Stage` per stage.
 
     Args:
@@ -232,10 +233,27 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
         stages: number of stages (1 = no progressive learning: everything at the end
             values).
         mode: ``"automl"`` (the official code, exactly) or ``"paper"`` (Table 6).
-        min_image_size: the first image size (automl: ``ibase``), at most the train size.
+        min_image_size: the first image size (automl: ``ibase``), at most the last one
+            and at least ``2 * reduction`` (64 px for an EfficientNet).
+        image_size: the last stage's image size instead of the recipe's train size
+            (``scripts/train.py --image_size``: the recipe is then a custom one, not a
+            Table 6 row); the sizes of small images.
 
     Returns:
         The stages in order; they tile ``[0, epochs)`` without gaps.
+
+    A variant's own plan is ImageNet-sized (V2-B0: 144, 160, 176, 192 px). For small
+    images, name the sizes::
+
+        progressive_plan("efficientnetv2-b0", epochs=4, image_size=128)
+        # image_size 80, 96, 112, 128: automl's first size is half of a last size of
+        # 128 px or less, then every stage a quarter of the way on
+        progressive_plan("efficientnetv2-b0", epochs=8, image_size=128,
+                         min_image_size=80, mode="paper")
+        # 80, 96, 112, 128 px, dropout 0.1 -> 0.2: the embedded scans' main job
+
+    No first size is below ``2 * reduction`` (see the module docstring), so sizes close
+    in below 128 px: with ``image_size=64`` every stage of an EfficientNet is 64 px.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}. Received: mode={mode!r}")
@@ -245,6 +263,10 @@ def progressive_plan(model_name_or_recipe: Any, epochs: int, stages: int = 4,
         raise ValueError(f"epochs must be >= stages so every stage trains at least one epoch. "
                          f"Received: epochs={epochs}, stages={stages}")
     recipe = resolve_recipe(model_name_or_recipe)
+    if image_size is not None:
+        _check_int("image_size", image_size, 2)
+        # As TrainConfig resolves --image_size: another size is not the paper's row.
+        recipe = dataclasses.replace(recipe, train_size=image_size, name="custom")
     size_end = recipe.train_size
     ra_start, ra_end = _RANDAUG_START, recipe.randaug
     mix_end, cut_end = recipe.mixup, recipe.cutmix
