@@ -3,7 +3,9 @@
 ``get_source(name)`` returns a ``Source`` ("mnist5k", "digits", "folder", "tfrecord",
 "tfds:<name>") whose ``train_dataset`` / ``eval_dataset`` are parallel, prefetched
 ``tf.data`` pipelines yielding float32 pixels in [0, 255] (the models normalise
-internally) and float32 one-hot labels. ``train_dataset(augment=Augment(...))`` says which augmentation to apply.
+internally) and float32 one-hot labels, with a known length (``cardinality()``) where the
+source knows it. ``train_dataset(augment=Augment(...))`` says which crop and augmentation to
+apply (``Augment.none()``: the eval view, nothing random but the flip).
 ``decode_and_center_crop`` is the eval preprocessing for serving signatures.
 
 Names load on first use (PEP 562): ``Augment`` needs no TensorFlow, so progressive plans
