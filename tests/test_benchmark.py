@@ -187,12 +187,13 @@ def test_presets_are_consistent():
 def test_section_names_and_titles_derive_from_the_registry():
     assert bench.SECTIONS == registry.SECTIONS == tuple(r.name for r in registry.REGISTRY)
     assert registry.SECTIONS == ("plots", "build", "train", "pipeline", "mfu", "serving",
-                                 "progressive", "main_job", "stage_cost", "transfer", "search",
-                                 "tflite", "reliability", "gpu")
-    assert registry.CPU_SECTIONS == registry.SECTIONS[:12]
+                                 "progressive", "main_job", "stage_cost", "transfer", "weights",
+                                 "search", "tflite", "reliability", "gpu")
+    assert registry.CPU_SECTIONS == registry.SECTIONS[:13]
     assert registry.DISPLAY_ORDER == ("plots", "main_job", "train", "pipeline",
                                       "progressive", "serving", "tflite", "build", "mfu",
-                                      "reliability", "search", "gpu", "transfer", "stage_cost")
+                                      "reliability", "search", "gpu", "transfer", "stage_cost",
+                                      "weights")
     assert registry.TITLES["mfu"] == "7. Model FLOP utilisation (inference)"
     assert registry.get("train").title.startswith("1. Training throughput")
     with pytest.raises(ConfigError, match="unknown section\\(s\\) bogus") as info:
