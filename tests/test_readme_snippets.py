@@ -57,3 +57,14 @@ def test_the_spec_and_scaling_examples():
     ratio = namespace["profile"](v).macs / namespace["profile"]("efficientnet-b0").macs
     assert abs(ratio - 2.0) < 0.05
     assert namespace["model"].name == v.name
+
+
+@pytest.mark.slow
+def test_the_progressive_fit_example_runs_its_plan():
+    keras.backend.clear_session()
+    namespace = _run("progressive-fit-example")
+    sizes = [stage.image_size for stage in namespace["plan"]]
+    assert sizes == [80, 96, 112, 128]
+    history = namespace["history"].history
+    assert history["image_size"] == sizes and len(history["loss"]) == 4
+    assert np.isfinite(history["loss"]).all() and "val_accuracy" in history

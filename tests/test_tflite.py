@@ -117,3 +117,29 @@ def test_xnnpack_sparse_inference_is_reported_off_on_x86_with_avx():
     assert "AVX" in reason and "ARM" in reason
     assert tflite.xnnpack_sparse_unavailable("x86_64", ["sse4_2", "ssse3"]) is None
     assert tflite.xnnpack_sparse_unavailable("aarch64", ["avx"]) is None
+
+
+def test_int8_export_of_a_small_dataset_is_one_config_error_before_writing(tmp_path):
+    # A 16-image folder used to reach convert() and end in a traceback after training.
+    import types
+
+    import numpy as np
+
+    from keras_effnet.errors import ConfigError
+    from keras_effnet.export import tflite
+
+    class Few:
+        name = "folder"
+
+        def representative_images(self, n, image_size):
+            return np.zeros((16, image_size, image_size, 3), np.float32)
+
+    config = types.SimpleNamespace(quantize=("int8",), representative_images=100,
+                                   tflite_dir=str(tmp_path / "tflite"), prune=None)
+    context = types.SimpleNamespace(config=config, source=Few(), image_size=32, name="m",
+                                    version=1, is_pruned=lambda model: False)
+    with pytest.raises(ConfigError, match="needs at least 100 training images and 'folder' "
+                                          "has 16") as error:
+        tflite.export(object(), context)
+    assert error.value.field == "quantize"
+    assert not (tmp_path / "tflite").exists()

@@ -36,7 +36,8 @@ class BenchRequest:
     gpu: bool = option(False, help="Run only the accelerator part (needs a visible GPU); "
                        "results go to benchmarks/gpu/.")
     out_dir: str | None = option(None, help="Output folder (default: benchmarks/cpu, or "
-                                 "benchmarks/gpu with --gpu, in the repository).")
+                                 "benchmarks/gpu with --gpu: in the checkout for "
+                                 "scripts/benchmark.py, else in the current directory).")
     repeats: int | None = option(None, help="Timed rounds per comparison (default: 5).")
     # ``name=value`` settings of BenchConfig
     overrides: tuple[str, ...] = ()

@@ -334,6 +334,16 @@ def export(model: Any, context: ExportContext) -> list[Artifact]:
     if "int8" in config.quantize:
         calibration = context.source.representative_images(
             n=config.representative_images, image_size=context.image_size)
+        if len(calibration) < MIN_REPRESENTATIVE_IMAGES:
+            # Before anything is written: a small folder's run stays as it is, exportable
+            # without int8.
+            from keras_effnet.errors import ConfigError
+            raise ConfigError(
+                f"int8 calibration needs at least {MIN_REPRESENTATIVE_IMAGES} training "
+                f"images and {context.source.name!r} has {len(calibration)}: add images, or "
+                "export without int8 (quantize none, float16 or dynamic; scripts/train.py "
+                "--export_quantize=dynamic, or scripts/export.py --model_dir=<run> "
+                "--quantize=dynamic).", "quantize")
     out_dir.mkdir(parents=True, exist_ok=False)
     write_text(out_dir / "labels.txt", "".join(f"{c}\n" for c in context.class_names))
     suffix, dense_model = "", None

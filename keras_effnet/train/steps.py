@@ -7,8 +7,9 @@ counters and the EMA (docs/reference.md §5; the RMSProp update is one op per va
 strategy (see ``trainer.py`` for why one custom loop). The train and recalibration steps
 trace BatchNorm's training pass as one fused op (:mod:`keras_effnet.train.fused_bn`).
 
-Traces: the head dropout rate is a Python float baked into a trace, so the trainer keeps
-one train step per rate; :func:`relax_shapes` lets that one trace serve every image size.
+Traces: dropout and drop-path rates are variables the step reads at run time
+(:mod:`keras_effnet.train.dropout_rates`), so the trainer keeps one train step per freeze
+mode; :func:`relax_shapes` lets that one trace serve every image size.
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ def relax_shapes(dataset: Any) -> Any:
 
     The step functions are traced for the dataset's element shapes; relaxed shapes let one
     trace serve every stage's image size (a trace of a V2 step costs tens of seconds on a
-    CPU), so a new trace happens only when the dropout rate changes.
+    CPU); the rates changing per stage are variables, so they need no new trace either.
     """
     import tensorflow as tf
 

@@ -9,12 +9,12 @@ The recipe (docs/reference.md §5) is :class:`TrainConfig`'s, documented in ``co
 the model, optimizer and traced steps are built in ``steps.py``.
 
 Progressive learning (:mod:`keras_effnet.train.progressive`): each stage gets a new
-dataset at its image size and ``stage.augment``, and its dropout is set on the head
-dropout layer with the step function traced again (the rate is baked into a trace). Model,
-optimizer, LR schedule and EMA carry across stages.
+dataset at its image size and ``stage.augment``; its dropout and drop-path rates are
+written into variables the traced step reads (:mod:`keras_effnet.train.dropout_rates`), so
+the step is not traced again. Model, optimizer, LR schedule and EMA carry across stages.
 
 Fine-tuning (:mod:`keras_effnet.train.finetune`): a fresh run starts from ``init_weights``;
-the layers that train are set per epoch, one traced step per (dropout rate, freeze mode).
+the layers that train are set per epoch, one traced step per freeze mode.
 
 Outputs go through :class:`keras_effnet.run_dir.RunDir` (config.json, metrics.json,
 labels.txt, final_model.keras, training_curves.png, logs/).
