@@ -120,3 +120,21 @@ def test_check_finished_says_what_is_missing(tmp_path):
     run.final_model_path.write_bytes(b"")
     run.check_finished()
     assert run.eval_image_size() == 32
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path, mask):
+    # mkstemp makes 0600: models.config, run files and final_model.keras were unreadable
+    # to a TF-Serving container running as another user, whatever the umask.
+    import os
+    import stat
+
+    from keras_effnet.run_dir import write_text
+    old = os.umask(mask)
+    try:
+        write_text(tmp_path / "models.config", "model_config_list {}\n")
+        RunDir(tmp_path / "run").write_labels(["a"])
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "models.config", tmp_path / "run" / "labels.txt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
