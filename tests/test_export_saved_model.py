@@ -43,7 +43,8 @@ def exported(tmp_path_factory):
                                            top_k=3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(saved_model, "_write_version", _fake_write)
-        second = saved_model.export_saved_model(model, base, image_size=32)
+        second = saved_model.export_saved_model(model, base, class_names=CLASS_NAMES,
+                                                image_size=32)
     return base, model, first, second
 
 
