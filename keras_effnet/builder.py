@@ -118,8 +118,6 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
             takes P5 after the head conv); channels: :func:`pyramid_channels`. The maps
             stay in the compute dtype under mixed precision, for the layers that follow.
     """
-    keras_module = _keras_module(keras_module)
-    layers = keras_module.layers
     variant = resolve_variant(name_or_arch, arch=arch, base=base, dropout=dropout,
                               drop_path_rate=drop_path_rate, width=width, depth=depth)
     tag = _weight_tag(variant, weights, name_or_arch, arch)
@@ -140,6 +138,9 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
         # downloads are refused in a moment.
         from keras_effnet.weights import fetch_pretrained
         weights = fetch_pretrained(tag, notop=not (include_top and classes == tag.classes))
+    # Everything above is arithmetic and files: a bad request fails before Keras loads.
+    keras_module = _keras_module(keras_module)
+    layers = keras_module.layers
     input_shape = _input_shape(input_shape, input_tensor)
 
     ops = Ops(layers, variant.activation, variant.bn_momentum, variant.bn_epsilon)

@@ -150,7 +150,18 @@ def test_offline_with_an_empty_cache_is_one_error_before_any_model(mirror, monke
     assert row.origin in message and str(official_cache_path(row)) in message
     assert "efficientnetv2-s-21k-ft1k.tgz" in message
     assert mirror.requests == [] and files_below(mirror.cache) == []
-    print(f"offline refusal: {elapsed:.3f} s")  # measured, not asserted (the benchmark reports it)
+    print(f"offline refusal: {elapsed:.3f} s")  # measured, not asserted
+    # In a fresh process the refusal comes before TensorFlow is imported at all.
+    import subprocess
+    import sys
+    code = ("import sys, keras_effnet\n"
+            "try:\n    keras_effnet.build('efficientnetv2-s', weights='imagenet21k-ft1k')\n"
+            "except keras_effnet.weights.WeightsDownloadError as e:\n"
+            "    print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    env = {**os.environ, "KERAS_EFFNET_OFFLINE": "1", "KERAS_HOME": str(mirror.cache)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
 
 
 def test_a_local_mirror_directory_serves_without_a_server(tmp_path, monkeypatch):
