@@ -175,7 +175,7 @@ def build(name_or_arch: str | Variant | Sequence[str] | None = None, *,
 def _weight_tag(variant: Variant, weights, name_or_arch, arch):
     """The table row of ``weights`` when it is a tag (None for a path or no weights)."""
     from keras_effnet.weights.table import get_weight_tag, is_tag
-    if not is_tag(weights) or os.path.exists(weights):
+    if not is_tag(weights):
         return None
     if arch is not None or not isinstance(name_or_arch, (str, Variant)) or \
             variant.family == "custom":

@@ -11,8 +11,8 @@ import pytest
 
 from urllib.parse import urlsplit
 
-from weights_fixtures import (files_below, images, keras_pair, md5, official_variables, umask,
-                              weight_server, write_tarball)
+from weights_fixtures import (files_below, images, keras_md5_slot, keras_pair, md5,
+                              official_variables, umask, weight_server, write_tarball)
 
 import keras_effnet
 from keras_effnet.names import CLASSIFIER_LAYER
@@ -28,12 +28,7 @@ def _patch_md5(monkeypatch, variant, top, notop):
     test made."""
     row = WEIGHTS[(variant, "imagenet")]
     monkeypatch.setitem(WEIGHTS, (variant, "imagenet"), dataclasses.replace(row, md5=(top, notop)))
-    import keras.src.applications.efficientnet as v1
-    import keras.src.applications.efficientnet_v2 as v2
-    module, key = ((v2, variant.rsplit("-", 1)[-1]) if "v2" in variant
-                   else (v1, variant.rsplit("-", 1)[-1]))
-    key = key if key.startswith("b") else "-" + key
-    monkeypatch.setitem(module.WEIGHTS_HASHES, key, (top, notop))
+    monkeypatch.setitem(*keras_md5_slot(variant), (top, notop))
 
 
 def _keras_files(root, variant):
@@ -194,7 +189,6 @@ def test_lite_checkpoint_is_converted_by_name_from_its_ema_shadows_and_cached(mi
         "efficientnet-lite0.tar.gz", "efficientnet-lite0.tar.gz.sha256",
         "efficientnet-lite0.weights.h5", "efficientnet-lite0.weights.h5.sha256"])
     # The converted file is Keras' own: keras loads it into the same network.
-    import keras
     plain = keras_effnet.build("efficientnet-lite0")
     plain.load_weights(str(converted))
     np.testing.assert_allclose(_logits(plain, x), _logits(source, x), atol=1e-5)
@@ -210,7 +204,6 @@ def test_lite_checkpoint_is_converted_by_name_from_its_ema_shadows_and_cached(mi
     converted.unlink()
     keras_effnet.build("efficientnet-lite0", weights="imagenet")
     assert len(mirror.requests) == 2 and converted.is_file()
-    del keras
 
 
 def test_official_names_of_b0_are_the_official_codes(mirror):

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from weights_fixtures import images, keras_pair, md5, official_variables, weight_server, \
-    write_tarball
+from weights_fixtures import (images, keras_md5_slot, keras_pair, md5, official_variables,
+                              weight_server, write_tarball)
 
 import keras_effnet
 from keras_effnet.port import keras_applications_model
@@ -93,22 +93,15 @@ def test_tag_loads_through_the_mirror(variant, tag, published, tmp_path, monkeyp
 
 
 def _keras_tag(row, paths, monkeypatch):
-    import keras
-    import keras.src.applications.efficientnet as v1
-    import keras.src.applications.efficientnet_v2 as v2
     top, notop = (md5(p) for p in paths)
     monkeypatch.setitem(WEIGHTS, (row.variant, row.tag), dataclasses.replace(row, md5=(top, notop)))
-    size = row.variant.rsplit("-", 1)[-1]
-    module, key = (v2, size if size.startswith("b") else "-" + size) if "v2" in row.variant \
-        else (v1, size)
-    monkeypatch.setitem(module.WEIGHTS_HASHES, key, (top, notop))
+    monkeypatch.setitem(*keras_md5_slot(row.variant), (top, notop))
     ours = keras_effnet.build(row.variant, weights=row.tag, classifier_activation=None)
     theirs = keras_applications_model(row.variant, weights="imagenet",
                                       classifier_activation=None)
     x = images(n=1, size=theirs.input_shape[1])
     a, b = ours.predict(x, verbose=0), theirs.predict(x, verbose=0)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
-    del keras
 
 
 @pytest.mark.slow

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_effnet.bench.weight_files import (keras_pair, md5, official_variables,  # noqa: F401
-                                             write_checkpoint, write_keras_h5, write_tarball)
+from keras_effnet.bench.weight_files import (keras_md5_slot, keras_pair, md5,  # noqa: F401
+                                             official_variables, write_checkpoint,
+                                             write_keras_h5, write_tarball)
 
 
 class WeightServer:

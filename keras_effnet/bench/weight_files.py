@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["md5", "write_keras_h5", "official_variables", "write_checkpoint",
+__all__ = ["md5", "keras_md5_slot", "write_keras_h5", "official_variables", "write_checkpoint",
            "write_tarball", "keras_pair", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,6 +54,18 @@ def write_keras_h5(model: Any, path: Path) -> Path:
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     return path
+
+
+def keras_md5_slot(variant: str) -> tuple[dict, str]:
+    """``(keras' WEIGHTS_HASHES dict, key)`` of ``variant``'s imagenet files (keras keys
+    them ``"b0"`` for V1 and V2-B0, ``"-s"`` for V2-S): where a run that writes its own
+    files puts their md5s, so keras' ``weights="imagenet"`` accepts them from the cache."""
+    import keras.src.applications.efficientnet as v1
+    import keras.src.applications.efficientnet_v2 as v2
+    size = variant.rsplit("-", 1)[-1]
+    if "v2" in variant:
+        return v2.WEIGHTS_HASHES, size if size.startswith("b") else "-" + size
+    return v1.WEIGHTS_HASHES, size
 
 
 def keras_pair(variant: str, top_path: Path, notop_path: Path) -> Any:

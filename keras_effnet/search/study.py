@@ -36,7 +36,6 @@ import logging
 import os
 import random
 import socket
-import sys
 import time
 import warnings
 from typing import Any, Callable
@@ -44,6 +43,7 @@ from typing import Any, Callable
 from keras_effnet.errors import ConfigError
 from keras_effnet.run_dir import jsonable
 from keras_effnet.search.config import RESUME_FIELDS, SearchConfig, redacted
+from keras_effnet.search.journal import repair_journal
 
 __all__ = ["import_optuna", "open_storage", "repair_journal", "claim_name", "is_claim",
            "plain", "worker", "requeue", "recover", "Proposal", "Study"]
@@ -125,54 +125,6 @@ def open_storage(config: SearchConfig) -> Any:
                           "storage (or study_dir) that is a file you can write.",
                           "storage" if config.storage else "study_dir") from None
     return optuna.storages.JournalStorage(backend)
-
-
-def repair_journal(path: str) -> None:
-    """Cuts a torn last record off the journal at ``path`` (a write that a full disk or
-    a lost NFS mount cut short) with a warning, keeping every complete record; Optuna
-    would append the next record after it and never read the journal again.
-
-    Raises:
-        ConfigError: (field ``storage``) a record before the last is damaged: one error
-            naming the file and the line, the journal left as it is.
-    """
-    from optuna.storages.journal import JournalFileSymlinkLock
-    from optuna.storages.journal._file import get_lock_file
-
-    # Under the journal's own lock: no worker is halfway through an append meanwhile.
-    with get_lock_file(JournalFileSymlinkLock(path)):
-        with open(path, "rb") as f:
-            data = f.read()
-        *lines, tail = data.split(b"\n")  # tail: what follows the last newline
-        for number, line in enumerate(lines, start=1):
-            if not _is_record(line):
-                raise ConfigError(
-                    f"{path}, line {number} of {len(lines) + bool(tail)}: not a journal "
-                    f"record ({line[:60]!r}); the journal was edited or damaged: restore "
-                    "it from a copy, or move it away to start the study again.", "storage")
-        if not tail:
-            return
-        whole = _is_record(tail)  # only its newline lost
-        with open(path, "r+b") as f:
-            if whole:
-                f.seek(len(data))
-                f.write(b"\n")
-            else:
-                f.truncate(len(data) - len(tail))
-            f.flush()
-            os.fsync(f.fileno())
-    what = ("ended without its newline: completed" if whole
-            else f"was cut short ({len(tail)} bytes): removed")
-    print(f"warning: the last record of {path} (line {len(lines) + 1}) {what}; "
-          f"{len(lines) + whole} complete records kept.", file=sys.stderr)
-
-
-def _is_record(line: bytes) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError
-        return False
-    return isinstance(record, dict) and "op_code" in record
 
 
 def claim_name(study_name: str, key: str, generation: int) -> str:

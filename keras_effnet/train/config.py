@@ -59,6 +59,7 @@ from keras_effnet.errors import ConfigError, check_int
 from keras_effnet.train import progressive as progressive_lib
 from keras_effnet.train import schedules
 from keras_effnet.train import strategy as strategy_lib
+from keras_effnet.train import finetune as finetune_lib
 from keras_effnet.train.finetune import FREEZE_MODES
 
 __all__ = ["TrainConfig", "TrainResult", "DEFAULT_MODEL", "DATASETS", "DEFAULT_DATASET",
@@ -299,7 +300,7 @@ class TrainConfig:
             # layout now, its fit to the model when the model is built.
             from keras_effnet.weights import check_weights
             try:
-                check_weights(self.init_weights, self.weights_variant())
+                check_weights(self.init_weights, finetune_lib.weights_variant(self))
             except ValueError as e:
                 raise ConfigError(str(e), "init_weights") from None
 
@@ -342,35 +343,10 @@ class TrainConfig:
         and freeze schedule a resumed run must share."""
         if self.init_weights is None and self.freeze == "none":
             return None
-        return {"init_weights": self._init_weights_key(), "freeze": self.freeze, "unfreeze_at_epoch": self.unfreeze_at_epoch,
+        return {"init_weights": finetune_lib.init_weights_key(self.init_weights),
+                "freeze": self.freeze, "unfreeze_at_epoch": self.unfreeze_at_epoch,
                 "unfreeze_lr_factor": self.unfreeze_lr_factor
                 if self.unfreeze_at_epoch is not None else None}
-
-    def _init_weights_key(self) -> str | None:
-        from keras_effnet.weights import is_tag
-        if not self.init_weights or (is_tag(self.init_weights)
-                                     and not os.path.exists(self.init_weights)):
-            return self.init_weights or None
-        return os.path.abspath(self.init_weights)
-
-    def init_weights_tag(self) -> Any:
-        """The pretrained-weights row ``init_weights`` names (None for a path or none)."""
-        from keras_effnet.weights import get_weight_tag, is_tag
-        if not self.init_weights or not is_tag(self.init_weights) or \
-                os.path.exists(self.init_weights):
-            return None
-        try:
-            return get_weight_tag(self.weights_variant(), self.init_weights)
-        except ValueError as e:
-            raise ConfigError(str(e), "init_weights") from None
-
-    def weights_variant(self) -> str:
-        """The built-in variant whose tags ``init_weights`` may name (``--model``)."""
-        from keras_effnet.variants import get_variant
-        try:
-            return get_variant(self.model).name
-        except ValueError:
-            return self.model
 
     # --- defaults resolved at run time -------------------------------------------------
 
@@ -385,13 +361,13 @@ class TrainConfig:
 
         defaults = self.dataset_defaults()
         scaling = dict(width=self.width, depth=self.depth)
-        if self.model == DEFAULT_MODEL and self.init_weights_tag() is None:
+        if self.model == DEFAULT_MODEL and finetune_lib.init_weights_tag(self) is None:
             # The small embedded-set scaling, unless pretrained weights need the variant.
             for key, value in defaults.get("model_scaling", {}).items():
                 if scaling[key] is None:
                     scaling[key] = value
         variant = resolve_variant(self.model, dropout=self.dropout, **scaling)
-        tag = self.init_weights_tag()
+        tag = finetune_lib.init_weights_tag(self)
         if tag is not None:  # the pretrained weights' input normalisation (AdvProp's differs)
             variant = variant.replace(preprocessing=tag.preprocessing)
         if scaling["width"] not in (None, 1.0) or scaling["depth"] not in (None, 1.0):

@@ -82,6 +82,39 @@ def _all_layers(model: Any):
             yield layer
 
 
+def weights_variant(config: Any) -> str:
+    """The built-in variant whose tags ``config.init_weights`` may name (``--model``)."""
+    from keras_effnet.variants import get_variant
+    try:
+        return get_variant(config.model).name
+    except ValueError:
+        return config.model
+
+
+def init_weights_tag(config: Any) -> Any:
+    """The pretrained-weights row ``config.init_weights`` names (None for a path or none).
+
+    Raises:
+        ConfigError: (field ``init_weights``) a tag the variant does not have.
+    """
+    from keras_effnet.weights import get_weight_tag, is_tag
+    if not is_tag(config.init_weights):
+        return None
+    try:
+        return get_weight_tag(weights_variant(config), config.init_weights)
+    except ValueError as e:
+        raise ConfigError(str(e), "init_weights") from None
+
+
+def init_weights_key(init_weights: str | None) -> str | None:
+    """``init_weights`` as config.json's ``fine_tune`` records it: a tag as it is, a path
+    made absolute (so a resume from another directory compares equal)."""
+    from keras_effnet.weights import is_tag
+    if not init_weights or is_tag(init_weights):
+        return init_weights or None
+    return os.path.abspath(init_weights)
+
+
 def freeze_mode(freeze_: str, unfreeze_at_epoch: int | None, epoch: int) -> str:
     """The :func:`keras_effnet.weights.freeze` mode of 0-based ``epoch``."""
     if unfreeze_at_epoch is not None and epoch >= unfreeze_at_epoch:
@@ -120,7 +153,7 @@ def start(state: Any, config: Any, class_names: Sequence[str],
     head = state.model.get_layer(CLASSIFIER_LAYER)
     initial = head.get_weights()
     try:
-        new = load_weights(state.model, config.init_weights, variant=config.weights_variant(),
+        new = load_weights(state.model, config.init_weights, variant=weights_variant(config),
                            log=log)
     except (ValueError, WeightsDownloadError) as e:
         raise ConfigError(str(e), "init_weights") from None

@@ -66,7 +66,7 @@ def load_weights(model: Any, weights: str | os.PathLike, *, variant: str | None 
         ['predictions']
     """
     layers = weighted_layers(model)
-    if is_tag(weights) and not os.path.exists(weights):
+    if is_tag(weights):
         row = get_weight_tag(variant or model.name, weights)
         check_preprocessing(model, row)
         path = fetch_pretrained(row, notop=not _takes_top(model, row), log=log)
@@ -291,7 +291,7 @@ def check_weights(weights: str | os.PathLike, variant: str | None = None) -> Non
     """Raises the ValueError loading ``weights`` would raise before any model exists: an
     unknown tag of ``variant``, or a path that is missing or not weights (its layout
     read, none of its arrays). A tag needs no download for this."""
-    if is_tag(weights) and not os.path.exists(weights):
+    if is_tag(weights):
         if variant is None:
             raise ValueError(f"weights={weights!r} is a tag: it needs the variant")
         row = get_weight_tag(variant, weights)

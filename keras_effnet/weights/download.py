@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["WeightsDownloadError", "cache_dir", "fetch", "record", "recorded_hash",
+__all__ = ["WeightsDownloadError", "cache_dir", "fetch", "record", "recorded_hash", "verified",
            "file_hash", "mirror_url", "offline", "MIRROR_ENV", "OFFLINE_ENV"]
 
 MIRROR_ENV = "KERAS_EFFNET_WEIGHTS_MIRROR"

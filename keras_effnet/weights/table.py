@@ -16,6 +16,7 @@ ImageNet-21k heads (21,843 classes) have none.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 __all__ = ["WeightTag", "WEIGHTS", "weight_tags", "get_weight_tag", "list_weights",
@@ -153,9 +154,11 @@ def weight_tags(variant: str) -> list[str]:
 
 
 def is_tag(weights: Any) -> bool:
-    """Whether ``weights`` reads as a tag rather than a path: a plain word."""
+    """Whether ``weights`` reads as a tag rather than a path: a plain word that names no
+    existing file or directory."""
     return (isinstance(weights, str) and bool(weights) and "/" not in weights
-            and "\\" not in weights and "." not in weights)
+            and "\\" not in weights and "." not in weights
+            and not os.path.exists(weights))
 
 
 def get_weight_tag(variant: str, tag: str) -> WeightTag:

@@ -73,20 +73,17 @@ def _local_mirror(work: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _hashes(row: Any, top: str, notop: str) -> Iterator[None]:
     """The table's md5s, and keras' own, set to the files written (restored after)."""
-    import keras.src.applications.efficientnet as v1
-    import keras.src.applications.efficientnet_v2 as v2
+    from keras_effnet.bench.weight_files import keras_md5_slot
     from keras_effnet.weights import WEIGHTS
-    size = row.variant.rsplit("-", 1)[-1]
-    module, key = ((v2, size if size.startswith("b") else "-" + size) if "v2" in row.variant
-                   else (v1, size))
-    saved = module.WEIGHTS_HASHES[key]
+    hashes, key = keras_md5_slot(row.variant)
+    saved = hashes[key]
     WEIGHTS[(row.variant, row.tag)] = dataclasses.replace(row, md5=(top, notop))
-    module.WEIGHTS_HASHES[key] = (top, notop)
+    hashes[key] = (top, notop)
     try:
         yield
     finally:
         WEIGHTS[(row.variant, row.tag)] = row
-        module.WEIGHTS_HASHES[key] = saved
+        hashes[key] = saved
 
 
 def _measure(cfg: BenchConfig, row: Any, mirror: Path) -> dict[str, Any]:
@@ -143,7 +140,7 @@ def _measure(cfg: BenchConfig, row: Any, mirror: Path) -> dict[str, Any]:
             "params": int(ours.count_params()), "first_s": first, "build_s": none,
             "cached_s": cached, "load_s": cached - none, "keras_s": peer,
             "ratio": timing.ratio(cached, peer), "image_size": size, **agree,
-            "times_s": {k: v for k, v in times.items()}}
+            "times_s": dict(times)}
 
 
 def run(cfg: BenchConfig, out: Path, ctx: Context) -> dict[str, Any]:
